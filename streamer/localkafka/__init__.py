@@ -1,0 +1,17 @@
+"""Apache Kafka for development, tests, CI and the demo, without Docker.
+
+``LocalKafka`` resolves the broker jars from Maven Central (cached under
+``$STREAMER_HOME``) and runs a single-node KRaft broker on 127.0.0.1.
+"""
+
+from streamer.localkafka.broker import BrokerInfo, LocalKafka, free_port
+from streamer.localkafka.jars import kafka_version, resolve_kafka_jars, streamer_home
+
+__all__ = [
+    "BrokerInfo",
+    "LocalKafka",
+    "free_port",
+    "kafka_version",
+    "resolve_kafka_jars",
+    "streamer_home",
+]

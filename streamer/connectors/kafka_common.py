@@ -1,0 +1,54 @@
+"""What the Kafka source and sink share: topic checks with one-line errors, and config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streamer.errors import ConnectorError
+
+DEFAULT_METADATA_TIMEOUT = 15.0
+
+
+def topic_partitions(client: Any, topic: str, bootstrap: str, timeout: float) -> int:
+    """Number of partitions of ``topic``, via ``client.list_topics`` (Consumer or Producer).
+
+    Raises ConnectorError with one clear line when the broker cannot be reached or
+    the topic does not exist.
+    """
+    from confluent_kafka import KafkaError, KafkaException
+
+    try:
+        meta = client.list_topics(topic=topic, timeout=timeout)
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else None
+        code = err.code() if isinstance(err, KafkaError) else None
+        if code in (KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN):
+            raise ConnectorError(
+                f"cannot reach Kafka at {bootstrap} within {timeout:.0f} s: check that the "
+                "broker runs and bootstrap servers are right (`streamer kafka status`)"
+            ) from None
+        raise ConnectorError(
+            f"cannot read metadata of topic {topic!r} at {bootstrap}: {exc}"
+        ) from None
+    tmeta = meta.topics.get(topic)
+    if tmeta is None or (
+        tmeta.error is not None and tmeta.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+    ):
+        raise ConnectorError(
+            f"topic {topic!r} does not exist at {bootstrap}: create it first "
+            "(e.g. kafka-topics.sh --create) or fix the name"
+        )
+    if tmeta.error is not None:
+        raise ConnectorError(f"topic {topic!r} at {bootstrap} is not usable: {tmeta.error.str()}")
+    return len(tmeta.partitions)
+
+
+def base_config(bootstrap: str, extra: dict[str, Any] | None) -> dict[str, Any]:
+    """librdkafka settings every client gets; ``extra`` overrides."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "socket.connection.setup.timeout.ms": 10000,
+        "log_level": 3,
+    }
+    config.update(extra or {})
+    return config

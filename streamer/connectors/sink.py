@@ -1,0 +1,280 @@
+"""``KafkaSink``: one subtask of a parallel Kafka sink.
+
+Delivery modes:
+- ``at_least_once``: records are produced as they come; ``prepare_commit(epoch)``
+  flushes and raises if any record could not be delivered.
+- ``exactly_once``: one Kafka transaction per epoch. ``prepare_commit(epoch)``
+  flushes the open transaction and seals it; ``commit(epoch)`` commits it (the
+  checkpoint completed) and begins the next; ``abort()`` aborts it. Kafka allows
+  one open transaction per producer, so records written between
+  ``prepare_commit(e)`` and ``commit(e)`` are held here and produced into the next
+  transaction right after ``e`` commits: epoch boundaries stay exact. The
+  transactional id is ``streamer-<job>-<vertex>-<subtask>``, so a restarted
+  attempt fences the previous one (``init_transactions`` aborts its open
+  transaction).
+
+Threading: not thread-safe; one owner (the sink task's loop) calls every method.
+Ordering: records keep their write order per partition.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from streamer.connectors.kafka_common import (
+    DEFAULT_METADATA_TIMEOUT,
+    base_config,
+    topic_partitions,
+)
+from streamer.connectors.serde import Serde, get_serde
+from streamer.errors import ConfigError, ConnectorError
+
+log = logging.getLogger(__name__)
+
+
+class Delivery(Enum):
+    AT_LEAST_ONCE = "at_least_once"
+    EXACTLY_ONCE = "exactly_once"
+
+    @classmethod
+    def parse(cls, value: str | Delivery) -> Delivery:
+        if isinstance(value, Delivery):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            raise ConfigError(
+                f"unknown delivery {value!r}: use 'at_least_once' or 'exactly_once'"
+            ) from None
+
+
+@dataclass
+class SinkMetrics:
+    records_out: int = 0
+    bytes_out: int = 0
+    transactions_committed: int = 0
+    transactions_aborted: int = 0
+
+
+_Pending = tuple[bytes | None, bytes | None, int | None, int | None]
+
+
+def transactional_id(job: str, vertex: str, subtask: int) -> str:
+    """Stable across attempts of one subtask, so a new attempt fences the old one."""
+    return f"streamer-{job}-{vertex}-{subtask}"
+
+
+class KafkaSink:
+    """Writes records to one topic; see the module docstring for the delivery contract."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        *,
+        job: str = "job",
+        vertex: str = "sink",
+        subtask: int = 0,
+        delivery: str | Delivery = Delivery.AT_LEAST_ONCE,
+        key_serde: str | Serde = "str",
+        value_serde: str | Serde = "json",
+        transaction_timeout_ms: int = 60_000,
+        metadata_timeout: float = DEFAULT_METADATA_TIMEOUT,
+        producer_config: dict[str, Any] | None = None,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.delivery = Delivery.parse(delivery)
+        self.key_serde = get_serde(key_serde)
+        self.value_serde = get_serde(value_serde)
+        self.transactional_id = transactional_id(job, vertex, subtask)
+        self.metadata_timeout = metadata_timeout
+        self.metrics = SinkMetrics()
+        self._config = base_config(
+            bootstrap_servers,
+            {"linger.ms": 5, "enable.idempotence": True, "acks": "all", **(producer_config or {})},
+        )
+        if self.delivery is Delivery.EXACTLY_ONCE:
+            self._config["transactional.id"] = self.transactional_id
+            self._config["transaction.timeout.ms"] = transaction_timeout_ms
+        self._producer: Any = None
+        self._error: str | None = None
+        self._in_transaction = False
+        self._sealed_epoch: int | None = None  # the open transaction was sealed for this epoch
+        self._held: list[tuple[int | None, list[_Pending]]] = []  # (sealing epoch, records)
+
+    # --------------------------------------------------------------- lifecycle
+    def open(self) -> None:
+        """Connect, check the topic, and (exactly-once) fence older attempts and begin."""
+        from confluent_kafka import Producer
+
+        self._producer = Producer(self._config)
+        topic_partitions(self._producer, self.topic, self.bootstrap_servers, self.metadata_timeout)
+        if self.delivery is Delivery.EXACTLY_ONCE:
+            self._call("init_transactions", self.metadata_timeout * 2)
+            self._begin()
+
+    def close(self) -> None:
+        """Flush (at-least-once) or abort the open transaction (exactly-once), then close."""
+        if self._producer is None:
+            return
+        try:
+            if self.delivery is Delivery.EXACTLY_ONCE:
+                if self._in_transaction:
+                    self.abort()
+            else:
+                self._flush()
+        finally:
+            self._producer = None
+
+    # ------------------------------------------------------------------ writes
+    def write(
+        self,
+        value: Any,
+        key: Any = None,
+        *,
+        partition: int | None = None,
+        timestamp: int | None = None,
+    ) -> None:
+        """Produce one record (or hold it while the open transaction is sealed)."""
+        if self._producer is None:
+            raise ConnectorError(f"sink for topic {self.topic!r} is not open: call open() first")
+        item: _Pending = (
+            self.key_serde.serialize(key),
+            self.value_serde.serialize(value),
+            partition,
+            timestamp,
+        )
+        if self._sealed_epoch is not None:
+            if not self._held or self._held[-1][0] is not None:
+                self._held.append((None, []))
+            self._held[-1][1].append(item)
+            return
+        self._produce(item)
+
+    def _produce(self, item: _Pending) -> None:
+        key, value, partition, timestamp = item
+        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": self._delivered}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if timestamp is not None:
+            kwargs["timestamp"] = timestamp
+        while True:
+            try:
+                self._producer.produce(self.topic, **kwargs)
+                break
+            except BufferError:  # local queue full: wait for deliveries (backpressure)
+                self._producer.poll(0.05)
+        self.metrics.records_out += 1
+        self.metrics.bytes_out += len(value or b"") + len(key or b"")
+        self._producer.poll(0)
+
+    def _delivered(self, err: Any, _msg: Any) -> None:
+        if err is not None and self._error is None:
+            self._error = err.str()
+
+    def _flush(self, timeout: float = 60.0) -> None:
+        remaining = self._producer.flush(timeout)
+        if remaining or self._error:
+            detail = self._error or f"{remaining} records still unsent after {timeout:.0f} s"
+            self._error = None
+            raise ConnectorError(f"sink could not deliver to topic {self.topic!r}: {detail}")
+
+    # ----------------------------------------------------------- transactions
+    def prepare_commit(self, epoch: int) -> None:
+        """Make everything written so far durable (at-least-once) or seal it for ``epoch``."""
+        if self.delivery is Delivery.AT_LEAST_ONCE:
+            self._flush()
+            return
+        if self._sealed_epoch is None:
+            self._flush_or_abort()
+            self._sealed_epoch = epoch
+        else:  # an earlier epoch is still uncommitted: records since then belong to ``epoch``
+            if not self._held or self._held[-1][0] is not None:
+                self._held.append((None, []))
+            self._held[-1] = (epoch, self._held[-1][1])
+
+    def commit(self, epoch: int) -> None:
+        """The checkpoint of ``epoch`` completed: commit every transaction sealed up to it."""
+        if self.delivery is Delivery.AT_LEAST_ONCE or self._sealed_epoch is None:
+            return
+        if epoch < self._sealed_epoch:
+            return  # a late notification of an epoch already committed with a later one
+        self._commit_open()
+        while self._held:
+            sealed, records = self._held[0]
+            self._held.pop(0)
+            for item in records:
+                self._produce(item)
+            if sealed is None:
+                break  # records of the epoch in progress: the transaction stays open
+            if sealed <= epoch:
+                self._flush_or_abort()
+                self._commit_open()
+            else:
+                self._flush_or_abort()
+                self._sealed_epoch = sealed
+                return
+
+    def _commit_open(self) -> None:
+        self._call("commit_transaction", 60.0)
+        self.metrics.transactions_committed += 1
+        self._in_transaction = False
+        self._sealed_epoch = None
+        self._begin()
+
+    def abort(self) -> None:
+        """Abort the open transaction and drop held records (the caller restores a checkpoint)."""
+        if self.delivery is not Delivery.EXACTLY_ONCE or self._producer is None:
+            return
+        self._held.clear()
+        self._sealed_epoch = None
+        if self._in_transaction:
+            self._producer.abort_transaction(60.0)
+            self.metrics.transactions_aborted += 1
+            self._in_transaction = False
+        self._error = None
+
+    def _begin(self) -> None:
+        self._call("begin_transaction")
+        self._in_transaction = True
+
+    def _flush_or_abort(self) -> None:
+        try:
+            self._flush()
+        except ConnectorError:
+            self.abort()
+            self._begin()
+            raise
+
+    def _call(self, method: str, *args: Any) -> None:
+        """A transactional producer call with Kafka's errors turned into one-line errors."""
+        from confluent_kafka import KafkaError, KafkaException
+
+        try:
+            getattr(self._producer, method)(*args)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.code() == KafkaError._FENCED:
+                raise ConnectorError(
+                    f"sink {self.transactional_id} was fenced by a newer attempt with the same "
+                    "transactional id; this attempt must stop"
+                ) from None
+            if isinstance(err, KafkaError) and err.code() in (
+                KafkaError.PRODUCER_FENCED,
+                KafkaError.INVALID_PRODUCER_EPOCH,
+            ):
+                raise ConnectorError(
+                    f"sink {self.transactional_id} was fenced by a newer attempt with the same "
+                    "transactional id; this attempt must stop"
+                ) from None
+            if isinstance(err, KafkaError) and err.txn_requires_abort():
+                self.abort()
+                self._begin()
+                raise ConnectorError(
+                    f"transaction of sink {self.transactional_id} aborted: {err.str()}"
+                ) from None
+            raise ConnectorError(f"sink {self.transactional_id}: {method} failed: {exc}") from None
