@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from streamer.errors import ConnectorError
@@ -48,7 +49,8 @@ def base_config(bootstrap: str, extra: dict[str, Any] | None) -> dict[str, Any]:
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
         "socket.connection.setup.timeout.ms": 10000,
-        "log_level": 3,
+        "logger": logging.getLogger("streamer.kafka.client"),  # librdkafka logs via logging
+        "log_level": 4,  # warnings and worse
     }
     config.update(extra or {})
     return config

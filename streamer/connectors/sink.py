@@ -56,7 +56,7 @@ class SinkMetrics:
     records_out: int = 0
     bytes_out: int = 0
     transactions_committed: int = 0
-    transactions_aborted: int = 0
+    transactions_aborted: int = 0  # aborted transactions that held records
 
 
 _Pending = tuple[bytes | None, bytes | None, int | None, int | None]
@@ -103,6 +103,7 @@ class KafkaSink:
         self._producer: Any = None
         self._error: str | None = None
         self._in_transaction = False
+        self._txn_records = 0  # records produced into the open transaction
         self._sealed_epoch: int | None = None  # the open transaction was sealed for this epoch
         self._held: list[tuple[int | None, list[_Pending]]] = []  # (sealing epoch, records)
 
@@ -124,7 +125,7 @@ class KafkaSink:
         try:
             if self.delivery is Delivery.EXACTLY_ONCE:
                 if self._in_transaction:
-                    self.abort()
+                    self.abort(begin_next=False)
             else:
                 self._flush()
         finally:
@@ -169,6 +170,7 @@ class KafkaSink:
             except BufferError:  # local queue full: wait for deliveries (backpressure)
                 self._producer.poll(0.05)
         self.metrics.records_out += 1
+        self._txn_records += 1
         self.metrics.bytes_out += len(value or b"") + len(key or b"")
         self._producer.poll(0)
 
@@ -226,28 +228,34 @@ class KafkaSink:
         self._sealed_epoch = None
         self._begin()
 
-    def abort(self) -> None:
-        """Abort the open transaction and drop held records (the caller restores a checkpoint)."""
+    def abort(self, *, begin_next: bool = True) -> None:
+        """Abort the open transaction and drop held records; by default begin a fresh one.
+
+        The caller replays from a checkpoint, so nothing aborted here is lost.
+        """
         if self.delivery is not Delivery.EXACTLY_ONCE or self._producer is None:
             return
         self._held.clear()
         self._sealed_epoch = None
         if self._in_transaction:
             self._producer.abort_transaction(60.0)
-            self.metrics.transactions_aborted += 1
+            if self._txn_records:
+                self.metrics.transactions_aborted += 1
             self._in_transaction = False
         self._error = None
+        if begin_next:
+            self._begin()
 
     def _begin(self) -> None:
         self._call("begin_transaction")
         self._in_transaction = True
+        self._txn_records = 0
 
     def _flush_or_abort(self) -> None:
         try:
             self._flush()
         except ConnectorError:
             self.abort()
-            self._begin()
             raise
 
     def _call(self, method: str, *args: Any) -> None:
@@ -273,7 +281,6 @@ class KafkaSink:
                 ) from None
             if isinstance(err, KafkaError) and err.txn_requires_abort():
                 self.abort()
-                self._begin()
                 raise ConnectorError(
                     f"transaction of sink {self.transactional_id} aborted: {err.str()}"
                 ) from None

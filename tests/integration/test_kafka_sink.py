@@ -1,0 +1,125 @@
+"""KafkaSink against a real broker: at-least-once, transactions, fencing, held records."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from streamer.connectors import KafkaSink
+from streamer.errors import ConnectorError
+from streamer.testing import TopicFactory, read_topic
+
+pytestmark = pytest.mark.kafka
+
+
+def values(bootstrap: str, topic: str, **kwargs: object) -> list[object]:
+    return [orjson.loads(r.value) for r in read_topic(bootstrap, topic, **kwargs)]  # type: ignore[arg-type]
+
+
+def test_at_least_once_flushes_on_prepare_commit(
+    kafka_bootstrap: str, kafka_topics: TopicFactory
+) -> None:
+    topic = kafka_topics.create(3)
+    sink = KafkaSink(kafka_bootstrap, topic)
+    sink.open()
+    for i in range(500):
+        sink.write({"i": i}, key=f"k{i}")
+    sink.prepare_commit(1)
+    got = read_topic(kafka_bootstrap, topic, expected=500, idle=0.3)
+    sink.close()
+    assert sorted(orjson.loads(r.value)["i"] for r in got) == list(range(500))  # type: ignore[arg-type]
+    assert sink.metrics.records_out == 500
+
+
+def test_aborted_is_invisible_and_committed_is_visible_once(
+    kafka_bootstrap: str, kafka_topics: TopicFactory
+) -> None:
+    topic = kafka_topics.create(2)
+    sink = KafkaSink(kafka_bootstrap, topic, job="j", vertex="v", delivery="exactly_once")
+    sink.open()
+    for i in range(50):
+        sink.write({"epoch": 1, "i": i})
+    sink.prepare_commit(1)
+    sink.abort()  # a failure: the records of epoch 1 are replayed from the checkpoint
+    for i in range(30):
+        sink.write({"epoch": 2, "i": i})
+    sink.prepare_commit(2)
+    sink.commit(2)
+    sink.close()
+    committed = values(kafka_bootstrap, topic, expected=30, idle=1.0)
+    assert sorted(v["i"] for v in committed) == list(range(30))  # type: ignore[index]
+    assert {v["epoch"] for v in committed} == {2}  # type: ignore[index]
+    raw = read_topic(kafka_bootstrap, topic, read_committed=False, expected=80, idle=0.5)
+    assert len(raw) == 80  # the aborted records are in the log, just never visible
+    assert sink.metrics.transactions_committed == 1
+    assert sink.metrics.transactions_aborted == 1
+
+
+def test_records_after_prepare_wait_for_the_next_transaction(
+    kafka_bootstrap: str, kafka_topics: TopicFactory
+) -> None:
+    topic = kafka_topics.create(1)
+    sink = KafkaSink(kafka_bootstrap, topic, job="j2", vertex="v", delivery="exactly_once")
+    sink.open()
+    sink.write({"e": 1})
+    sink.prepare_commit(1)
+    sink.write({"e": 2})  # after the barrier of epoch 1: belongs to epoch 2
+    sink.prepare_commit(2)  # epoch 1 is not committed yet
+    sink.write({"e": 3})
+    assert values(kafka_bootstrap, topic, idle=0.5) == []
+    sink.commit(1)
+    assert values(kafka_bootstrap, topic, expected=1, idle=0.5) == [{"e": 1}]
+    sink.commit(2)
+    assert values(kafka_bootstrap, topic, expected=2, idle=0.5) == [{"e": 1}, {"e": 2}]
+    sink.prepare_commit(3)
+    sink.commit(3)
+    sink.close()
+    assert values(kafka_bootstrap, topic, expected=3, idle=0.5) == [{"e": 1}, {"e": 2}, {"e": 3}]
+
+
+def test_a_later_commit_covers_earlier_sealed_epochs(
+    kafka_bootstrap: str, kafka_topics: TopicFactory
+) -> None:
+    topic = kafka_topics.create(1)
+    sink = KafkaSink(kafka_bootstrap, topic, job="j3", vertex="v", delivery="exactly_once")
+    sink.open()
+    sink.write({"e": 1})
+    sink.prepare_commit(1)
+    sink.write({"e": 2})
+    sink.prepare_commit(2)
+    sink.write({"e": 3})
+    sink.commit(2)  # the notification for 1 was lost; 2 completing covers it
+    assert values(kafka_bootstrap, topic, expected=2, idle=0.5) == [{"e": 1}, {"e": 2}]
+    sink.commit(1)  # late and harmless
+    sink.close()  # aborts the open transaction holding {"e": 3}
+    assert values(kafka_bootstrap, topic, expected=2, idle=0.5) == [{"e": 1}, {"e": 2}]
+
+
+def test_a_restarted_attempt_fences_the_old_one(
+    kafka_bootstrap: str, kafka_topics: TopicFactory
+) -> None:
+    topic = kafka_topics.create(1)
+    old = KafkaSink(
+        kafka_bootstrap, topic, job="job", vertex="sink", subtask=3, delivery="exactly_once"
+    )
+    old.open()
+    old.write({"attempt": 0})
+    old.prepare_commit(1)
+    new = KafkaSink(
+        kafka_bootstrap, topic, job="job", vertex="sink", subtask=3, delivery="exactly_once"
+    )
+    assert new.transactional_id == old.transactional_id == "streamer-job-sink-3"
+    new.open()  # fences attempt 0 and aborts its open transaction
+    with pytest.raises(ConnectorError, match="was fenced by a newer attempt"):
+        old.commit(1)
+    new.write({"attempt": 1})
+    new.prepare_commit(1)
+    new.commit(1)
+    new.close()
+    assert values(kafka_bootstrap, topic, expected=1, idle=1.0) == [{"attempt": 1}]
+
+
+def test_sink_to_unknown_topic_is_a_clear_error(kafka_bootstrap: str) -> None:
+    sink = KafkaSink(kafka_bootstrap, "missing-topic-abc")
+    with pytest.raises(ConnectorError, match=r"^topic .missing-topic-abc. does not exist at"):
+        sink.open()
