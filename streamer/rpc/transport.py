@@ -1,0 +1,568 @@
+"""Thin asyncio transport of the control plane over the sans-io codec.
+
+`RpcConnection` wraps one ``StreamReader``/``StreamWriter`` pair. One read
+loop feeds the socket's bytes to an `RpcDecoder` and dispatches each message:
+
+- a reply (``r`` > 0) completes the pending `RpcConnection.request` with that
+  id. A reply to a request that already timed out or was cancelled is dropped
+  and logged at debug; a reply to an id never issued is dropped with a warning.
+- any other message goes to the connection's handler, each in its own task,
+  so a slow handler never blocks the read loop (nor other handlers). A request
+  (``w`` true on the wire, `Message.wants_reply`) must be answered exactly once
+  with `reply` or `reply_error`, by the handler or by whoever it hands the
+  message to. When the handler raises before answering a request, the
+  transport replies ``error`` with ``"<ExcType>: <msg>"`` on one line; either
+  way the failure is logged. A request that arrives with no handler gets an
+  ``error`` reply.
+
+Ordering: messages are written in the order of the `notify` / `request` /
+`reply` calls on one connection (each call writes its whole frame
+synchronously before its first ``await``; the ``await`` only waits for the
+socket buffer to drain), and handlers are started in arrival order. Handlers
+run concurrently, so they may finish (and reply) in any order; replies are
+matched to requests by id, never by position.
+
+Failure: the connection closes on EOF, a socket error, a protocol error from
+the decoder (logged as a warning ``"closing rpc connection to <peer>: <reason>"``)
+or `RpcConnection.close`. Closing fails every pending request with
+`RpcConnectionLost` at once, makes later sends raise `RpcConnectionLost`, and
+then calls the ``on_close`` callbacks (synchronously, once each). Handler tasks
+keep running when the peer goes away (their replies then fail); a local
+`RpcConnection.close` cancels them.
+
+Threading: everything here belongs to one event loop and is not thread-safe;
+call it from the loop's thread only (use ``loop.call_soon_threadsafe`` from
+others).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from streamer.rpc.codec import DEFAULT_MAX_FRAME_SIZE, RpcDecoder, encode
+from streamer.rpc.errors import (
+    RpcConnectError,
+    RpcConnectionLost,
+    RpcError,
+    RpcProtocolError,
+    RpcRemoteError,
+    RpcSchemaError,
+    RpcTimeout,
+)
+from streamer.rpc.messages import ERROR_KIND, REGISTRY, Message, Registry
+
+__all__ = [
+    "DEFAULT_REQUEST_TIMEOUT",
+    "CloseCallback",
+    "Handler",
+    "RpcConnection",
+    "RpcServer",
+    "connect",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_REQUEST_TIMEOUT = 10.0
+_READ_CHUNK = 64 * 1024
+_MAX_ERROR_TEXT = 1000
+
+Handler = Callable[["RpcConnection", Message], Awaitable[None]]
+"""Called for every incoming message that is not a reply, each in its own task."""
+CloseCallback = Callable[["RpcConnection"], None]
+"""Called once, synchronously, when the connection closes; must not block."""
+
+
+def one_line(text: str, limit: int = _MAX_ERROR_TEXT) -> str:
+    """``text`` with all whitespace runs collapsed to one space, cut at ``limit`` chars."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _format_address(address: Any) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address) if address else "?"
+
+
+class RpcConnection:
+    """One control-plane connection (see the module docstring for the contracts).
+
+    Create it with `connect` or get it from `RpcServer`; a connection built by
+    hand starts reading only after `start`.
+    """
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        handler: Handler | None = None,
+        *,
+        name: str | None = None,
+        registry: Registry | None = None,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._handler = handler
+        self.registry = REGISTRY if registry is None else registry
+        self.max_frame_size = max_frame_size
+        self.peer = _format_address(writer.get_extra_info("peername"))
+        """The peer's address as ``host:port``."""
+        self.name = name or self.peer
+        """Label for logs and error messages."""
+        self._decoder = RpcDecoder(max_frame_size, registry=self.registry)
+        self._last_id = 0
+        self._pending: dict[int, tuple[str, asyncio.Future[Message]]] = {}
+        self._unanswered: set[int] = set()
+        self._handler_tasks: set[asyncio.Task[None]] = set()
+        self._close_callbacks: list[CloseCallback] = []
+        self._read_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._closed_event = asyncio.Event()
+        self.close_reason: str | None = None
+        """Why the connection closed (``None`` while open)."""
+
+    def __repr__(self) -> str:
+        state = f"closed: {self.close_reason}" if self._closed else "open"
+        return f"<RpcConnection {self.name} ({state})>"
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the read loop (once). Needs a running event loop."""
+        if self._read_task is None and not self._closed:
+            self._read_task = asyncio.get_running_loop().create_task(
+                self._read_loop(), name=f"rpc-read {self.name}"
+            )
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection has closed, for whatever reason."""
+        return self._closed
+
+    @property
+    def pending_requests(self) -> int:
+        """Requests sent on this connection still waiting for their reply."""
+        return len(self._pending)
+
+    def on_close(self, callback: CloseCallback) -> None:
+        """Call ``callback(self)`` when the connection closes (soon, if it already has)."""
+        if self._closed:
+            asyncio.get_running_loop().call_soon(self._call_close_callback, callback)
+        else:
+            self._close_callbacks.append(callback)
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection has closed."""
+        await self._closed_event.wait()
+
+    async def close(self, reason: str = "closed locally") -> None:
+        """Close the connection: fail pending requests, cancel handler tasks, flush and close.
+
+        Idempotent. Data already written (e.g. a reply sent just before) is
+        flushed before the socket closes.
+        """
+        self._shutdown(reason)
+        current = asyncio.current_task()
+        tasks = [t for t in self._handler_tasks if t is not current]
+        if self._read_task is not None and self._read_task is not current:
+            tasks.append(self._read_task)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(OSError, TimeoutError):
+            await asyncio.wait_for(self._writer.wait_closed(), 1.0)
+
+    # -- sending ---------------------------------------------------------------
+
+    async def request(
+        self,
+        kind: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
+    ) -> Message:
+        """Send a request and return the peer's reply.
+
+        Raises `RpcSchemaError` (nothing sent) for a malformed message,
+        `RpcTimeout` when no reply came within ``timeout`` seconds (``None``:
+        wait forever), `RpcRemoteError` when the peer replied ``error``,
+        `RpcConnectionLost` when the connection closed first, and
+        `RpcProtocolError` when the reply's kind is not one the registry lists
+        for ``kind``.
+        """
+        self._last_id += 1
+        msg_id = self._last_id
+        frame = self._encode(Message(kind, msg_id, dict(body or {}), wants_reply=True))
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._put(frame, kind)
+        self._pending[msg_id] = (kind, future)
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline:
+                await self._drain(kind)
+                reply = await future
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise RpcTimeout(
+                f"no reply from {self.name} to {kind} #{msg_id} within {timeout:g} s"
+            ) from None
+        finally:
+            self._pending.pop(msg_id, None)
+        if reply.kind == ERROR_KIND:
+            raise RpcRemoteError(str(reply.body["message"]), peer=self.name, kind=kind)
+        spec = self.registry.get(kind)
+        if spec is not None and spec.replies and reply.kind not in spec.replies:
+            raise RpcProtocolError(
+                f"{self.name} answered {kind} #{msg_id} with {reply.kind}, "
+                f"expected {' or '.join(sorted(spec.replies))}"
+            )
+        return reply
+
+    async def notify(self, kind: str, body: Mapping[str, Any] | None = None) -> None:
+        """Send a message that expects no reply.
+
+        Raises `RpcSchemaError` (nothing sent) for a malformed message and
+        `RpcConnectionLost` when the connection is closed. Returns once the
+        frame is written and the socket buffer has drained: not a delivery
+        guarantee.
+        """
+        self._last_id += 1
+        frame = self._encode(Message(kind, self._last_id, dict(body or {})))
+        self._put(frame, kind)
+        await self._drain(kind)
+
+    async def reply(self, to: Message, kind: str, body: Mapping[str, Any] | None = None) -> None:
+        """Answer the request ``to`` (received on this connection) with ``kind``.
+
+        Raises ``ValueError`` when ``to`` is not a request of the peer still
+        awaiting its answer, `RpcSchemaError` for a malformed body or a reply
+        kind the registry does not list for ``to.kind`` (nothing sent; the
+        request stays unanswered), `RpcConnectionLost` when the connection is closed.
+        """
+        if kind != ERROR_KIND:
+            spec = self.registry.get(to.kind)
+            if spec is not None and spec.replies and kind not in spec.replies:
+                raise RpcSchemaError(
+                    kind, None, f"not a reply to {to.kind} (expected {sorted(spec.replies)})"
+                )
+        if self._closed:
+            raise self._lost(f"cannot reply {kind} to {to.kind} #{to.msg_id}")
+        if to.msg_id not in self._unanswered or not to.wants_reply:
+            raise ValueError(
+                f"{to.kind} #{to.msg_id} from {self.name} is not a request awaiting a reply"
+            )
+        self._last_id += 1
+        frame = self._encode(Message(kind, self._last_id, dict(body or {}), reply_to=to.msg_id))
+        self._unanswered.discard(to.msg_id)
+        self._put(frame, kind)
+        await self._drain(kind)
+
+    async def reply_error(self, to: Message, message: str) -> None:
+        """Answer the request ``to`` with ``error`` and ``message`` (made one line)."""
+        await self.reply(to, ERROR_KIND, {"message": one_line(message)})
+
+    def _encode(self, message: Message) -> bytes:
+        try:
+            return encode(message, registry=self.registry, max_frame_size=self.max_frame_size)
+        except RpcProtocolError as exc:
+            logger.error("refusing to send a malformed %s to %s: %s", message.kind, self.name, exc)
+            raise
+
+    def _lost(self, what: str) -> RpcConnectionLost:
+        return RpcConnectionLost(
+            f"rpc connection to {self.name} is closed ({self.close_reason}): {what}"
+        )
+
+    def _put(self, frame: bytes, kind: str) -> None:
+        """Write a whole frame into the transport's buffer (no await: keeps call order)."""
+        if self._closed or self._writer.is_closing():
+            raise self._lost(f"cannot send {kind}")
+        self._writer.write(frame)
+
+    async def _drain(self, kind: str) -> None:
+        try:
+            await self._writer.drain()
+        except OSError as exc:
+            raise self._lost(f"sending {kind} failed: {exc}") from exc
+
+    # -- receiving ---------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        reason = "connection closed by peer"
+        try:
+            while True:
+                try:
+                    data = await self._reader.read(_READ_CHUNK)
+                except OSError as exc:
+                    reason = f"connection lost: {exc}"
+                    break
+                if not data:
+                    if self._decoder.buffered:
+                        reason = (
+                            "connection closed by peer inside a frame "
+                            f"({self._decoder.buffered} bytes held)"
+                        )
+                        logger.warning("rpc connection to %s: %s", self.name, reason)
+                    break
+                try:
+                    messages = self._decoder.feed(data)
+                except RpcProtocolError as exc:
+                    reason = f"protocol error: {exc}"
+                    logger.warning("closing rpc connection to %s: %s", self.name, exc)
+                    break
+                for message in messages:
+                    self._dispatch(message)
+        finally:
+            self._shutdown(reason)
+
+    def _dispatch(self, message: Message) -> None:
+        if message.reply_to:
+            entry = self._pending.get(message.reply_to)
+            if entry is not None and not entry[1].done():
+                entry[1].set_result(message)
+            elif message.reply_to <= self._last_id:
+                logger.debug(
+                    "dropping late %s from %s to request #%d (timed out or cancelled)",
+                    message.kind,
+                    self.name,
+                    message.reply_to,
+                )
+            else:
+                logger.warning(
+                    "dropping %s from %s: reply to unknown request #%d",
+                    message.kind,
+                    self.name,
+                    message.reply_to,
+                )
+            return
+        if message.wants_reply:
+            self._unanswered.add(message.msg_id)
+        task = asyncio.get_running_loop().create_task(
+            self._run_handler(message), name=f"rpc {self.name} {message.kind}#{message.msg_id}"
+        )
+        self._handler_tasks.add(task)
+        task.add_done_callback(self._handler_tasks.discard)
+
+    async def _run_handler(self, message: Message) -> None:
+        if self._handler is None:
+            if message.wants_reply:
+                await self._answer_failure(message, f"no handler for {message.kind}")
+            else:
+                logger.debug("no handler for %s from %s; dropped", message.kind, self.name)
+            return
+        try:
+            await self._handler(self, message)
+        except Exception as exc:
+            text = one_line(f"{type(exc).__name__}: {exc}")
+            if message.msg_id in self._unanswered:
+                logger.warning(
+                    "handler for %s #%d from %s failed; replying error: %s",
+                    message.kind,
+                    message.msg_id,
+                    self.name,
+                    text,
+                    exc_info=True,
+                )
+                await self._answer_failure(message, text)
+            else:
+                logger.error(
+                    "handler for %s #%d from %s failed: %s",
+                    message.kind,
+                    message.msg_id,
+                    self.name,
+                    text,
+                    exc_info=True,
+                )
+
+    async def _answer_failure(self, message: Message, text: str) -> None:
+        try:
+            await self.reply_error(message, text)
+        except (RpcError, ValueError) as exc:
+            logger.debug("could not reply error to %s #%d: %s", message.kind, message.msg_id, exc)
+
+    # -- closing -------------------------------------------------------------------
+
+    def _shutdown(self, reason: str) -> None:
+        """Mark closed, fail pending requests, close the socket, run callbacks (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.close_reason = reason
+        logger.debug("rpc connection to %s closed: %s", self.name, reason)
+        pending, self._pending = self._pending, {}
+        for msg_id, (kind, future) in pending.items():
+            if not future.done():
+                future.set_exception(
+                    RpcConnectionLost(
+                        f"rpc connection to {self.name} closed while {kind} #{msg_id} "
+                        f"waited for its reply: {reason}"
+                    )
+                )
+        self._unanswered.clear()
+        self._writer.close()
+        self._closed_event.set()
+        callbacks, self._close_callbacks = self._close_callbacks, []
+        for callback in callbacks:
+            self._call_close_callback(callback)
+
+    def _call_close_callback(self, callback: CloseCallback) -> None:
+        try:
+            callback(self)
+        except Exception:
+            logger.exception("on_close callback of rpc connection to %s failed", self.name)
+
+
+async def connect(
+    host: str,
+    port: int,
+    handler: Handler | None = None,
+    *,
+    name: str | None = None,
+    timeout: float = 5.0,
+    retries: int = 0,
+    backoff: float = 0.1,
+    max_backoff: float = 2.0,
+    registry: Registry | None = None,
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+) -> RpcConnection:
+    """Open a connection to ``host:port`` and start reading.
+
+    Each attempt may take ``timeout`` seconds; a refused or timed-out attempt
+    is retried up to ``retries`` more times, sleeping ``backoff`` seconds
+    doubled after each attempt up to ``max_backoff``. Raises `RpcConnectError`
+    when every attempt failed.
+    """
+    delay = backoff
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+            break
+        except OSError as exc:
+            cause = str(exc) or type(exc).__name__
+            if attempt > retries:
+                raise RpcConnectError(
+                    f"cannot connect to {host}:{port} ({attempt} attempt(s)): {cause}"
+                ) from exc
+            logger.debug(
+                "connecting to %s:%d failed (%s); retrying in %.2fs", host, port, cause, delay
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_backoff)
+    conn = RpcConnection(
+        reader,
+        writer,
+        handler,
+        name=name or f"{host}:{port}",
+        registry=registry,
+        max_frame_size=max_frame_size,
+    )
+    conn.start()
+    return conn
+
+
+class RpcServer:
+    """Accepts control-plane connections; every connection gets the same handler.
+
+    Start it with ``await RpcServer.start(handler)``; it binds 127.0.0.1 unless
+    told otherwise. ``on_connect(conn)`` runs for each new connection before
+    its read loop starts (a place to add ``on_close`` callbacks).
+    """
+
+    def __init__(
+        self,
+        handler: Handler | None,
+        *,
+        name: str = "rpc",
+        on_connect: Callable[[RpcConnection], None] | None = None,
+        registry: Registry | None = None,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    ) -> None:
+        self._handler = handler
+        self.name = name
+        self._on_connect = on_connect
+        self._registry = registry
+        self._max_frame_size = max_frame_size
+        self._connections: set[RpcConnection] = set()
+        self._server: asyncio.Server | None = None
+        self._address: tuple[str, int] = ("", 0)
+
+    @classmethod
+    async def start(
+        cls,
+        handler: Handler | None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        name: str = "rpc",
+        on_connect: Callable[[RpcConnection], None] | None = None,
+        registry: Registry | None = None,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    ) -> RpcServer:
+        """Bind ``host:port`` (0: any free port) and start accepting."""
+        self = cls(
+            handler,
+            name=name,
+            on_connect=on_connect,
+            registry=registry,
+            max_frame_size=max_frame_size,
+        )
+        self._server = await asyncio.start_server(self._accept, host, port)
+        sockname = self._server.sockets[0].getsockname()
+        self._address = (str(sockname[0]), int(sockname[1]))
+        logger.debug("rpc server %s listening on %s", name, _format_address(self._address))
+        return self
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)`` the server listens on."""
+        return self._address
+
+    @property
+    def connections(self) -> list[RpcConnection]:
+        """The open connections."""
+        return [c for c in self._connections if not c.closed]
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = _format_address(writer.get_extra_info("peername"))
+        conn = RpcConnection(
+            reader,
+            writer,
+            self._handler,
+            name=f"{self.name}<-{peer}",
+            registry=self._registry,
+            max_frame_size=self._max_frame_size,
+        )
+        self._connections.add(conn)
+        conn.on_close(self._connections.discard)
+        if self._on_connect is not None:
+            try:
+                self._on_connect(conn)
+            except Exception:
+                logger.exception("on_connect of rpc server %s failed for %s", self.name, peer)
+                conn._shutdown("on_connect failed")
+                return
+        conn.start()
+
+    async def close(self) -> None:
+        """Stop accepting, close every connection and wait until done. Idempotent."""
+        if self._server is not None:
+            self._server.close()
+        await asyncio.gather(*(c.close("server closed") for c in list(self._connections)))
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> RpcServer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
