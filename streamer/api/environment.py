@@ -87,6 +87,7 @@ class StreamEnvironment:
         dead_letter_topic: str | None = None,
         timestamp_assigner: Callable[[Any], int] | None = None,
         max_out_of_orderness_ms: int | None = None,
+        bounded: bool = False,
     ) -> DataStream[Any]:
         """A stream of the decoded values of a Kafka topic (kind ``kafka_source``).
 
@@ -95,10 +96,11 @@ class StreamEnvironment:
         ``on_decode_error="dead_letter"`` needs ``dead_letter_topic``.
         ``timestamp_assigner(value) -> epoch ms`` gives event time (default:
         the Kafka record timestamp); ``max_out_of_orderness_ms`` bounds the
-        watermark lag (``None``: no watermarks).
+        watermark lag (``None``: no watermarks). ``bounded=True`` reads up to
+        the end offsets seen when the task starts, then finishes.
 
         Config: ``topic, start, key_serde, value_serde, on_decode_error,
-        dead_letter_topic, max_out_of_orderness_ms, timestamp_assigner``
+        dead_letter_topic, max_out_of_orderness_ms, bounded, timestamp_assigner``
         (the latter a function uid or ``None``).
         """
         if not isinstance(topic, str) or not topic:
@@ -142,6 +144,7 @@ class StreamEnvironment:
             "on_decode_error": on_decode_error,
             "dead_letter_topic": dead_letter_topic,
             "max_out_of_orderness_ms": max_out_of_orderness_ms,
+            "bounded": bool(bounded),
         }
         node = self._builder.add_node(
             OperatorKind.KAFKA_SOURCE,

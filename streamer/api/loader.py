@@ -10,7 +10,9 @@ one-line message.
 from __future__ import annotations
 
 import importlib
+import os
 import re
+import sys
 from typing import Any
 
 from streamer.api.environment import StreamEnvironment
@@ -42,7 +44,9 @@ def load_job(ref: str) -> Job:
     The attribute may be a `Job`, a `StreamEnvironment` (built), or a
     zero-argument callable returning either. Raises `JobLoadError` for a bad
     reference, a module that fails to import, a missing attribute, a wrong
-    type, a callable that raises, or a job that does not build.
+    type, a callable that raises, or a job that does not build. The current
+    directory is put on ``sys.path`` first (as ``python -m`` does), so job
+    modules next to where the command runs import as they would there.
     """
     match = _REF.match(ref) if isinstance(ref, str) else None
     if match is None:
@@ -51,6 +55,8 @@ def load_job(ref: str) -> Job:
             "e.g. 'my_jobs.orders:env'"
         )
     module_name, attr = match["module"], match["attr"]
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:

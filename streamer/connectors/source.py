@@ -340,6 +340,10 @@ class KafkaSource:
             "positions": {str(p): o for p, o in sorted(self._positions.items())},
         }
 
+    def positions(self) -> dict[str, int]:
+        """A copy of the next offset to read per owned partition (safe from another thread)."""
+        return {str(p): o for p, o in dict(self._positions).items()}
+
     def commit_offsets(self, snapshot: dict[str, Any]) -> None:
         """Commit a completed checkpoint's positions to Kafka (for lag monitoring only)."""
         from confluent_kafka import TopicPartition

@@ -70,6 +70,7 @@ def test_uids_functions_and_configs() -> None:
         "on_decode_error": "fail",
         "dead_letter_topic": None,
         "max_out_of_orderness_ms": 250,
+        "bounded": False,
         "timestamp_assigner": "kafka_source-0/timestamp_assigner",
     }
     pays = jg.operator("Payments")

@@ -1,0 +1,56 @@
+"""``python -m streamer.coordinator``: run a coordinator until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from streamer.coordinator.coordinator import Coordinator, write_ready_file
+
+
+def add_arguments(parser: Any) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="control-plane bind address")
+    parser.add_argument("--port", type=int, default=6123, help="control-plane port (0: free)")
+    parser.add_argument("--status-port", type=int, default=8081, help="HTTP status port (0: free)")
+    parser.add_argument("--heartbeat-interval", type=float, default=1.0)
+    parser.add_argument("--heartbeat-timeout", type=float, default=6.0)
+    parser.add_argument("--ready-file", help="write the bound addresses here as JSON")
+
+
+def run_coordinator(args: Any) -> int:
+    async def go() -> None:
+        coordinator = Coordinator(
+            args.host,
+            args.port,
+            args.status_port,
+            heartbeat_interval=args.heartbeat_interval,
+            heartbeat_timeout=args.heartbeat_timeout,
+        )
+        await coordinator.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, coordinator.stop)
+        if args.ready_file:
+            write_ready_file(args.ready_file, coordinator)
+        print(f"coordinator listening on {coordinator.address}", flush=True)
+        await coordinator.serve_forever()
+
+    asyncio.run(go())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="streamer coordinator")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return run_coordinator(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

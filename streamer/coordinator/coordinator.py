@@ -1,0 +1,276 @@
+"""The coordinator process (Flink's JobMaster + ResourceManager, small).
+
+It serves the control plane (RPC) for workers, task processes and clients,
+tracks workers by heartbeat, runs one ``JobMaster`` per submitted job, and
+serves JSON status over HTTP. A worker is declared lost when its control
+connection closes or after ``heartbeat_timeout`` seconds without a heartbeat;
+all its tasks are then failed.
+
+Run with ``python -m streamer.coordinator`` or ``streamer coordinator``.
+Threading: one asyncio loop; not thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streamer.coordinator.jobmaster import FINAL, JobMaster
+from streamer.coordinator.status_http import StatusServer
+from streamer.errors import StreamerError
+from streamer.graph import TaskId
+from streamer.rpc import Message, RpcConnection, RpcServer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerInfo:
+    worker_id: str
+    host: str
+    pid: int
+    slots: int
+    conn: RpcConnection
+    used: int = 0
+    last_heartbeat: float = field(default_factory=time.monotonic)
+    registered_at: float = field(default_factory=time.time)
+
+    @property
+    def free(self) -> int:
+        return self.slots - self.used
+
+
+class Coordinator:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        status_port: int | None = 0,
+        *,
+        heartbeat_interval: float = 1.0,
+        heartbeat_timeout: float = 6.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.workers: dict[str, WorkerInfo] = {}
+        self.jobs: dict[str, JobMaster] = {}
+        self.server: RpcServer | None = None
+        self.status = (
+            StatusServer(self._route, host, status_port) if status_port is not None else None
+        )
+        self._stopped = asyncio.Event()
+        self._background: set[asyncio.Future[Any]] = set()
+        self._monitor: asyncio.Future[None] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        self.server = await RpcServer.start(
+            self._on_message, self.host, self.port, name="coordinator"
+        )
+        self.port = self.server.address[1]
+        if self.status is not None:
+            await self.status.start()
+        self._monitor = asyncio.ensure_future(self._watch_heartbeats())
+        log.info(
+            "coordinator at %s (status port %s)", self.address, self.status and self.status.port
+        )
+
+    async def serve_forever(self) -> None:
+        await self._stopped.wait()
+        await self.close()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    async def close(self) -> None:
+        for job in self.jobs.values():
+            with contextlib.suppress(Exception):
+                await job.cancel()
+        if self._monitor is not None:
+            self._monitor.cancel()
+        if self.status is not None:
+            await self.status.close()
+        if self.server is not None:
+            await self.server.close()
+
+    def _spawn(self, coro: Any) -> None:
+        fut = asyncio.ensure_future(coro)
+        self._background.add(fut)
+        fut.add_done_callback(self._background.discard)
+
+    # --------------------------------------------------------------- workers
+    def pick_worker(self, prefer: str | None = None) -> WorkerInfo | None:
+        """The preferred worker if alive with a free slot, else the one with most free slots."""
+        if prefer and prefer in self.workers and self.workers[prefer].free > 0:
+            return self.workers[prefer]
+        candidates = [w for w in self.workers.values() if w.free > 0]
+        return max(candidates, key=lambda w: (w.free, -w.registered_at)) if candidates else None
+
+    async def prepare_job(self, job_id: str, job_ref: str) -> None:
+        for worker in list(self.workers.values()):
+            with contextlib.suppress(ConnectionError):
+                await worker.conn.notify("prepare_job", {"job_id": job_id, "job_ref": job_ref})
+
+    def _worker_lost(self, worker: WorkerInfo, why: str) -> None:
+        if self.workers.get(worker.worker_id) is not worker:
+            return
+        del self.workers[worker.worker_id]
+        log.warning("worker %s lost: %s", worker.worker_id, why)
+        for job in self.jobs.values():
+            job.on_worker_lost(worker)
+        self._spawn(worker.conn.close(reason=why))
+
+    async def _watch_heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval / 2)
+            now = time.monotonic()
+            for worker in list(self.workers.values()):
+                silent = now - worker.last_heartbeat
+                if silent > self.heartbeat_timeout:
+                    self._worker_lost(worker, f"no heartbeat for {silent:.1f} s")
+
+    # -------------------------------------------------------------- messages
+    async def _on_message(self, conn: RpcConnection, msg: Message) -> None:
+        handler = getattr(self, f"_on_{msg.kind}", None)
+        if handler is None:
+            raise StreamerError(f"the coordinator does not handle {msg.kind!r}")
+        await handler(conn, msg)
+
+    def _job(self, job_id: str) -> JobMaster:
+        try:
+            return self.jobs[job_id]
+        except KeyError:
+            raise StreamerError(f"no job {job_id!r}; `streamer jobs` lists them") from None
+
+    async def _on_register_worker(self, conn: RpcConnection, msg: Message) -> None:
+        b = msg.body
+        worker = WorkerInfo(b["worker_id"], b["host"], b["pid"], b["slots"], conn)
+        self.workers[worker.worker_id] = worker
+        conn.on_close(lambda _c: self._worker_lost(worker, "control connection closed"))
+        await conn.reply(
+            msg,
+            "registered",
+            {
+                "heartbeat_interval": self.heartbeat_interval,
+                "heartbeat_timeout": self.heartbeat_timeout,
+            },
+        )
+        for job in self.jobs.values():
+            if job.state not in FINAL:
+                await conn.notify("prepare_job", {"job_id": job.job_id, "job_ref": job.job_ref})
+        log.info(
+            "worker %s registered from %s with %d slots",
+            worker.worker_id,
+            worker.host,
+            worker.slots,
+        )
+
+    async def _on_heartbeat(self, conn: RpcConnection, msg: Message) -> None:
+        worker = self.workers.get(msg.body["worker_id"])
+        if worker is not None:
+            worker.last_heartbeat = time.monotonic()
+
+    async def _on_task_exited(self, conn: RpcConnection, msg: Message) -> None:
+        job = self.jobs.get(msg.body["job_id"])
+        if job is not None:
+            job.on_task_exited(msg.body)
+
+    async def _on_task_hello(self, conn: RpcConnection, msg: Message) -> None:
+        job = self.jobs.get(msg.body["job_id"])
+        if job is None:
+            await conn.reply_error(msg, f"unknown job {msg.body['job_id']}")
+            return
+        job.on_hello(conn, msg)
+
+    async def _on_task_state(self, conn: RpcConnection, msg: Message) -> None:
+        job = self.jobs.get(msg.body["job_id"])
+        if job is not None:
+            await job.on_task_state(msg.body)
+
+    async def _on_task_metrics(self, conn: RpcConnection, msg: Message) -> None:
+        job = self.jobs.get(msg.body["job_id"])
+        if job is not None:
+            job.on_metrics(msg.body)
+
+    async def _on_submit_job(self, conn: RpcConnection, msg: Message) -> None:
+        if not self.workers:
+            raise StreamerError("no worker is registered: start one with `streamer worker`")
+        job_id = f"job-{uuid.uuid4().hex[:8]}"
+        job = JobMaster(self, job_id, msg.body["job_ref"], dict(msg.body["config"]))
+        free = sum(w.free for w in self.workers.values())
+        if free < len(job.tasks):
+            raise StreamerError(
+                f"job needs {len(job.tasks)} slots but the workers have {free} free: "
+                "start more workers or give them more --slots"
+            )
+        self.jobs[job_id] = job
+        self._spawn(job.start())
+        await conn.reply(msg, "submitted", {"job_id": job_id})
+
+    async def _on_list_jobs(self, conn: RpcConnection, msg: Message) -> None:
+        await conn.reply(msg, "jobs", {"jobs": [j.summary() for j in self.jobs.values()]})
+
+    async def _on_job_status(self, conn: RpcConnection, msg: Message) -> None:
+        await conn.reply(msg, "status", {"status": self._job(msg.body["job_id"]).status()})
+
+    async def _on_cancel_job(self, conn: RpcConnection, msg: Message) -> None:
+        await self._job(msg.body["job_id"]).cancel()
+        await conn.reply(msg, "ok")
+
+    async def _on_kill_task(self, conn: RpcConnection, msg: Message) -> None:
+        """Fault injection from a client: SIGKILL the task's current process."""
+        job = self._job(msg.body["job_id"])
+        task = TaskId.parse(msg.body["task"])
+        te = job.tasks.get(task)
+        if te is None:
+            raise StreamerError(f"job {job.job_id} has no task {task}")
+        worker = self.workers.get(te.worker_id or "")
+        if worker is None:
+            raise StreamerError(f"task {task} is not placed on a live worker")
+        job.request_kill(task)
+        body = {"job_id": job.job_id, "task": str(task), "attempt": te.attempt}
+        await worker.conn.request("kill_task", body, timeout=30.0)
+        if msg.wants_reply:
+            await conn.reply(msg, "ok")
+
+    # ---------------------------------------------------------------- status
+    def _route(self, parts: list[str]) -> Any:
+        if parts == ["jobs"]:
+            return [j.summary() for j in self.jobs.values()]
+        if len(parts) == 2 and parts[0] == "jobs":
+            job = self.jobs.get(parts[1])
+            return None if job is None else job.status()
+        if parts == ["workers"]:
+            return [
+                {
+                    "worker_id": w.worker_id,
+                    "host": w.host,
+                    "pid": w.pid,
+                    "slots": w.slots,
+                    "used": w.used,
+                }
+                for w in self.workers.values()
+            ]
+        return None
+
+
+def write_ready_file(path: str | Path, coordinator: Coordinator) -> None:
+    """Tell whoever started us where we listen (written atomically)."""
+    target = Path(path)
+    tmp = target.with_suffix(".tmp")
+    status_port = coordinator.status.port if coordinator.status is not None else None
+    tmp.write_bytes(orjson.dumps({"address": coordinator.address, "status_port": status_port}))
+    tmp.rename(target)

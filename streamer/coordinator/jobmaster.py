@@ -1,0 +1,563 @@
+"""``JobMaster``: one job's deployment, task states and failover (DESIGN.md section 5).
+
+Deployment: every task is deployed on a worker slot; a task process says
+``task_hello`` with its data address and gets back its ``task_plan`` (the address
+and attempt of the producer behind each input channel) once all its producers
+have said hello. Task states go ``CREATED -> DEPLOYING -> RUNNING -> FINISHED``,
+or ``FAILED`` / ``CANCELING -> CANCELED``.
+
+Failover: a failure (the worker saw the process exit, the task reported an
+exception, or its worker was lost) is decided by the ``FailoverStrategy`` and
+the ``RestartBackoff``, then carried out here:
+
+- ``full`` / ``region``: SIGKILL every task of the set, then redeploy them all as
+  attempt+1 (sources resume from their last reported positions).
+- ``individual`` (ByteDance): tell the producers ``consumer_failed`` and the
+  consumers ``producer_failed``, redeploy only the failed task as attempt+1
+  (same worker when alive), and once it runs send each consumer
+  ``update_partition_info``; all acks within ``channel_update_timeout`` end the
+  failover, otherwise it falls back to a region restart.
+
+Every failover is a ``FailoverRecord`` with its timings. Threading: everything
+runs on the coordinator's loop; not thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from streamer.api import load_job
+from streamer.coordinator.backoff import RestartBackoff
+from streamer.coordinator.failover import RestartIndividual, make_strategy
+from streamer.graph import ExchangeType, TaskId
+from streamer.rpc import Message, RpcConnection, RpcError
+
+if TYPE_CHECKING:
+    from streamer.coordinator.coordinator import Coordinator, WorkerInfo
+
+log = logging.getLogger(__name__)
+
+CREATED, DEPLOYING, RUNNING, FINISHED = "CREATED", "DEPLOYING", "RUNNING", "FINISHED"
+FAILED, CANCELING, CANCELED = "FAILED", "CANCELING", "CANCELED"
+FINAL = (FINISHED, CANCELED, FAILED)
+
+
+@dataclass
+class TaskExecution:
+    """The coordinator's view of one task's current attempt."""
+
+    task: TaskId
+    attempt: int = 0
+    state: str = CREATED
+    worker_id: str | None = None
+    pid: int | None = None
+    data_address: str | None = None
+    conn: RpcConnection | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    traceback: str | None = None
+    state_since: float = field(default_factory=time.time)
+
+    def set_state(self, state: str) -> None:
+        self.state = state
+        self.state_since = time.time()
+
+
+@dataclass
+class FailoverRecord:
+    """One failover with its timings (epoch seconds) and effects."""
+
+    id: int
+    task: str
+    failed_attempt: int
+    strategy: str
+    cause: str
+    detected_at: float
+    kill_requested_at: float | None = None
+    deployed_at: float | None = None
+    state_restored_at: float | None = None
+    running_at: float | None = None
+    channels_updated_at: float | None = None
+    completed_at: float | None = None
+    tasks_restarted: list[str] = field(default_factory=list)
+    records_dropped: int | None = None
+    records_cleared: int | None = None
+    fell_back: bool = False
+    fallback_reason: str | None = None
+    status: str = "in_progress"  # in_progress | done | job_failed
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if self.completed_at is not None:
+            start = self.kill_requested_at or self.detected_at
+            out["recovery_seconds"] = round(self.completed_at - start, 4)
+        return out
+
+
+class JobMaster:
+    """Runs one job on the coordinator's workers."""
+
+    def __init__(self, coordinator: Coordinator, job_id: str, job_ref: str, config: dict[str, Any]):
+        self.coordinator = coordinator
+        self.job_id = job_id
+        self.job_ref = job_ref
+        self.config = config
+        self.job = load_job(job_ref)
+        self.eg = self.job.execution_graph()
+        self.strategy = make_strategy(config.get("strategy", "individual"), self.eg)
+        self.backoff = RestartBackoff(
+            max_failures_per_task=int(config.get("max_failures_per_task", 5)),
+            max_total_failures=int(config.get("max_total_failures", 20)),
+            delay_s=float(config.get("restart_delay", 0.0)),
+            multiplier=float(config.get("restart_backoff_multiplier", 1.0)),
+            failure_window_s=config.get("failure_window"),
+        )
+        self.channel_update_timeout = float(config.get("channel_update_timeout", 10.0))
+        self.tasks = {t: TaskExecution(t) for t in self.eg.tasks}
+        self.state = CREATED
+        self.failure_reason: str | None = None
+        self.started_at = time.time()
+        self.ended_at: float | None = None
+        self.failovers: list[FailoverRecord] = []
+        self._pending_hellos: dict[TaskId, tuple[RpcConnection, Message]] = {}
+        self._kill_requests: dict[TaskId, float] = {}
+        self._active: dict[TaskId, FailoverRecord] = {}
+        self._background: set[asyncio.Future[Any]] = set()
+        self.done = asyncio.Event()
+
+    # ------------------------------------------------------------- deployment
+    async def start(self) -> None:
+        self.state = RUNNING
+        await self.coordinator.prepare_job(self.job_id, self.job_ref)
+        await asyncio.gather(*(self._deploy(t) for t in self.eg.tasks))
+
+    def _spawn(self, coro: Any) -> None:
+        fut = asyncio.ensure_future(coro)
+        self._background.add(fut)
+        fut.add_done_callback(self._background.discard)
+
+    async def _deploy(self, task: TaskId, prefer: str | None = None) -> None:
+        te = self.tasks[task]
+        attempt = te.attempt
+        worker = self.coordinator.pick_worker(prefer)
+        if worker is None:
+            await self._fail_job(f"no worker has a free slot for {task}")
+            return
+        te.worker_id = worker.worker_id
+        te.set_state(DEPLOYING)
+        te.pid = te.data_address = None
+        te.conn = None
+        worker.used += 1
+        body: dict[str, Any] = {
+            "job_id": self.job_id,
+            "job_ref": self.job_ref,
+            "job_graph": self.job.job_graph.to_dict(),
+            "task": str(task),
+            "attempt": attempt,
+            "config": self._task_config(),
+        }
+        try:
+            reply = await worker.conn.request("deploy_task", body, timeout=30.0)
+        except (RpcError, ConnectionError) as exc:
+            worker.used -= 1
+            log.warning("deploying %s@%d on %s failed: %s", task, attempt, worker.worker_id, exc)
+            await self.on_task_failure(task, attempt, f"deploy failed: {exc}")
+            return
+        if te.attempt == attempt:
+            te.pid = int(reply.body["pid"])
+        rec = self._active.get(task)
+        if rec is not None and rec.deployed_at is None:
+            rec.deployed_at = time.time()
+
+    def _task_config(self) -> dict[str, Any]:
+        keys = (
+            "bootstrap_servers", "buffer_timeout", "metrics_interval", "test_hooks",
+            "log_level", "source_batch", "sink_commit_interval", "connect_timeout",
+        )  # fmt: skip
+        return {k: self.config[k] for k in keys if k in self.config}
+
+    def on_hello(self, conn: RpcConnection, msg: Message) -> None:
+        task = TaskId.parse(msg.body["task"])
+        te = self.tasks.get(task)
+        if te is None or msg.body["attempt"] != te.attempt or te.state in FINAL:
+            self._spawn(
+                conn.reply_error(msg, f"stale or unknown task {task}@{msg.body['attempt']}")
+            )
+            return
+        te.conn = conn
+        te.pid = msg.body["pid"]
+        te.data_address = msg.body["data_address"] or None
+        self._pending_hellos[task] = (conn, msg)
+        self._answer_hellos()
+
+    def _answer_hellos(self) -> None:
+        for task, (conn, msg) in list(self._pending_hellos.items()):
+            inputs: list[list[dict[str, Any]]] = []
+            for gate in self.eg.input_gates(task):
+                channels = []
+                for producer in gate.channels:
+                    pe = self.tasks[producer]
+                    if pe.data_address is None:
+                        break
+                    channels.append({"address": pe.data_address, "attempt": pe.attempt})
+                else:
+                    inputs.append(channels)
+                    continue
+                break
+            else:
+                del self._pending_hellos[task]
+                body: dict[str, Any] = {"inputs": inputs}
+                restore = self._restore_for(task)
+                if restore:
+                    body["restore"] = restore
+                self._spawn(conn.reply(msg, "task_plan", body))
+
+    def _restore_for(self, task: TaskId) -> dict[str, Any]:
+        """Until checkpoints exist: a source resumes at its last reported positions."""
+        snapshot = self.tasks[task].metrics.get("source", {}).get("snapshot")
+        return {"source": snapshot} if snapshot and snapshot.get("positions") else {}
+
+    # ----------------------------------------------------------------- states
+    async def on_task_state(self, body: dict[str, Any]) -> None:
+        task = TaskId.parse(body["task"])
+        te = self.tasks.get(task)
+        if te is None or body["attempt"] != te.attempt:
+            return
+        state = body["state"]
+        if state == RUNNING:
+            te.set_state(RUNNING)
+            rec = self._active.get(task)
+            if rec is not None:
+                now = time.time()
+                rec.state_restored_at = rec.state_restored_at or now
+                rec.running_at = now
+                if rec.strategy == "individual" and not rec.fell_back:
+                    self._spawn(self._update_consumers(task, rec))
+                else:
+                    self._check_restart_done(rec)
+        elif state == FINISHED:
+            te.set_state(FINISHED)
+            self._release_slot(te)
+            if all(t.state == FINISHED for t in self.tasks.values()):
+                self._end(FINISHED)
+        elif state == CANCELED:
+            te.set_state(CANCELED)
+        elif state == FAILED:
+            te.error = body.get("error")
+            te.traceback = body.get("traceback")
+            await self.on_task_failure(task, te.attempt, f"exception: {te.error}")
+
+    def on_metrics(self, body: dict[str, Any]) -> None:
+        te = self.tasks.get(TaskId.parse(body["task"]))
+        if te is not None and body["attempt"] == te.attempt:
+            te.metrics = body["metrics"]
+
+    def on_task_exited(self, body: dict[str, Any]) -> None:
+        task = TaskId.parse(body["task"])
+        te = self.tasks.get(task)
+        if te is None or body["attempt"] != te.attempt:
+            return
+        if te.state in (FINISHED, CANCELED):
+            return
+        sig = body.get("signal")
+        cause = (
+            f"process killed by signal {sig}" if sig else f"process exited with {body['exit_code']}"
+        )
+        self._spawn(self.on_task_failure(task, te.attempt, cause))
+
+    def request_kill(self, task: TaskId) -> None:
+        self._kill_requests[task] = time.time()
+
+    def _release_slot(self, te: TaskExecution) -> None:
+        worker = self.coordinator.workers.get(te.worker_id or "")
+        if worker is not None and worker.used > 0:
+            worker.used -= 1
+
+    # --------------------------------------------------------------- failover
+    async def on_task_failure(self, task: TaskId, attempt: int, cause: str) -> None:
+        te = self.tasks[task]
+        if attempt != te.attempt or te.state in (FAILED, CANCELING, *FINAL) or self.state in FINAL:
+            return
+        now = time.time()
+        te.set_state(FAILED)
+        te.conn = None
+        te.data_address = None
+        self._pending_hellos.pop(task, None)
+        self._release_slot(te)
+        log.warning("job %s: task %s@%d failed: %s", self.job_id, task, attempt, cause)
+        rec = FailoverRecord(
+            id=len(self.failovers) + 1,
+            task=str(task),
+            failed_attempt=attempt,
+            strategy=self.strategy.name,
+            cause=cause,
+            detected_at=now,
+            kill_requested_at=self._kill_requests.pop(task, None),
+        )
+        self.failovers.append(rec)
+        decision = self.backoff.decide(task, time.monotonic())
+        if not decision.restart:
+            rec.status = "job_failed"
+            await self._fail_job(f"{decision.reason}; last failure: {cause}")
+            return
+        if decision.delay_s:
+            await asyncio.sleep(decision.delay_s)
+        if self.state in FINAL:
+            return
+        to_restart = self.strategy.tasks_to_restart(task, cause)
+        rec.tasks_restarted = sorted(str(t) for t in to_restart)
+        if isinstance(self.strategy, RestartIndividual):
+            await self._restart_individual(task, rec)
+        else:
+            await self._restart_set(to_restart, rec, failed=task)
+
+    async def _restart_individual(self, task: TaskId, rec: FailoverRecord) -> None:
+        rec.records_dropped = -self._dropped_for(task)
+        rec.records_cleared = -self._cleared_for(task)
+        for producer in self.eg.producers_of(task, ExchangeType.PIPELINED):
+            pe = self.tasks[producer]
+            for rp in self.eg.result_partitions(producer):
+                if task in rp.subpartitions and pe.conn is not None:
+                    body = {
+                        "partition_id": rp.partition_id,
+                        "subpartition": rp.subpartition_of(task),
+                    }
+                    self._spawn(self._notify(pe, "consumer_failed", body))
+        for consumer in self.eg.consumers_of(task, ExchangeType.PIPELINED):
+            for gate_index, _gate, channel in self._channels_of(task, consumer):
+                ce = self.tasks[consumer]
+                if ce.conn is not None:
+                    body = {"gate": gate_index, "channel": channel}
+                    self._spawn(self._notify(ce, "producer_failed", body))
+        te = self.tasks[task]
+        previous = te.worker_id
+        te.attempt += 1
+        self._active[task] = rec
+        await self._deploy(task, prefer=previous)
+
+    def _channels_of(self, producer: TaskId, consumer: TaskId) -> list[tuple[int, Any, int]]:
+        """``(gate position, gate, channel)`` of each channel of ``consumer`` fed by ``producer``"""
+        out = []
+        for position, gate in enumerate(self.eg.input_gates(consumer)):
+            for channel, p in enumerate(gate.channels):
+                if p == producer:
+                    out.append((position, gate, channel))
+        return out
+
+    async def _notify(self, te: TaskExecution, kind: str, body: dict[str, Any]) -> None:
+        if te.conn is not None:
+            with contextlib.suppress(ConnectionError, RpcError):
+                await te.conn.notify(kind, body)
+
+    async def _update_consumers(self, task: TaskId, rec: FailoverRecord) -> None:
+        te = self.tasks[task]
+        requests = []
+        for consumer in self.eg.consumers_of(task, ExchangeType.PIPELINED):
+            ce = self.tasks[consumer]
+            if ce.conn is None or ce.state != RUNNING:
+                continue  # it is restarting too and gets the address in its plan
+            for gate_index, _gate, channel in self._channels_of(task, consumer):
+                body = {
+                    "gate": gate_index,
+                    "channel": channel,
+                    "address": te.data_address or "",
+                    "attempt": te.attempt,
+                }
+                requests.append(ce.conn.request("update_partition_info", body, timeout=3600))
+        try:
+            await asyncio.wait_for(asyncio.gather(*requests), self.channel_update_timeout)
+        except (TimeoutError, RpcError, ConnectionError) as exc:
+            reason = (
+                f"channel updates not acknowledged within {self.channel_update_timeout:g} s"
+                if isinstance(exc, TimeoutError)
+                else f"channel update failed: {exc}"
+            )
+            log.warning(
+                "job %s: %s for %s; falling back to a region restart", self.job_id, reason, task
+            )
+            rec.fell_back = True
+            rec.fallback_reason = reason
+            assert isinstance(self.strategy, RestartIndividual)
+            region = self.strategy.fallback(task)
+            rec.tasks_restarted = sorted(str(t) for t in region)
+            await self._restart_set(region, rec, failed=task)
+            return
+        rec.channels_updated_at = time.time()
+        self._complete(rec, task)
+
+    async def _restart_set(
+        self, tasks: frozenset[TaskId], rec: FailoverRecord, *, failed: TaskId
+    ) -> None:
+        """Kill every task of the set (old attempts), then redeploy them all as attempt+1."""
+        kills = []
+        placements: dict[TaskId, str | None] = {}
+        for task in tasks:
+            te = self.tasks[task]
+            placements[task] = te.worker_id
+            worker = self.coordinator.workers.get(te.worker_id or "")
+            if te.state not in (FAILED, FINISHED, CANCELED):
+                self._release_slot(te)  # a failed task already gave its slot back
+            if worker is not None and te.state not in (FINISHED, CANCELED):
+                body = {"job_id": self.job_id, "task": str(task), "attempt": te.attempt}
+                kills.append(worker.conn.request("cancel_task", body, timeout=30.0))
+            te.set_state(CANCELING)
+            te.attempt += 1
+            te.conn = None
+            te.data_address = None
+            self._pending_hellos.pop(task, None)
+            self._active[task] = rec
+        results = await asyncio.gather(*kills, return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                log.warning("job %s: cancel during restart failed: %s", self.job_id, result)
+        rec.records_dropped = None
+        rec.records_cleared = None
+        await asyncio.gather(*(self._deploy(t, prefer=placements[t]) for t in tasks))
+
+    def _check_restart_done(self, rec: FailoverRecord) -> None:
+        tasks = [TaskId.parse(t) for t in rec.tasks_restarted]
+        if all(self.tasks[t].state == RUNNING for t in tasks):
+            rec.channels_updated_at = time.time()
+            for t in tasks:
+                if self._active.get(t) is rec:
+                    del self._active[t]
+            rec.completed_at = rec.channels_updated_at
+            rec.status = "done"
+
+    def _complete(self, rec: FailoverRecord, task: TaskId) -> None:
+        rec.completed_at = time.time()
+        rec.status = "done"
+        self._active.pop(task, None)
+        self._spawn(self._count_losses(task, rec))
+
+    async def _count_losses(self, task: TaskId, rec: FailoverRecord) -> None:
+        """Dropped and cleared records, from the next metrics reports after the failover."""
+        await asyncio.sleep(2.5 * float(self.config.get("metrics_interval", 1.0)))
+        rec.records_dropped = (rec.records_dropped or 0) + self._dropped_for(task)
+        rec.records_cleared = (rec.records_cleared or 0) + self._cleared_for(task)
+
+    def _dropped_for(self, task: TaskId) -> int:
+        total = 0
+        for producer in self.eg.producers_of(task, ExchangeType.PIPELINED):
+            parts = self.tasks[producer].metrics.get("partitions", {})
+            for rp in self.eg.result_partitions(producer):
+                if task in rp.subpartitions and rp.partition_id in parts:
+                    total += parts[rp.partition_id]["dropped"][rp.subpartition_of(task)]
+        return total
+
+    def _cleared_for(self, task: TaskId) -> int:
+        total = 0
+        for consumer in self.eg.consumers_of(task, ExchangeType.PIPELINED):
+            channels = self.tasks[consumer].metrics.get("channels", [])
+            offsets = self._gate_offsets(consumer)
+            for gate_index, _gate, channel in self._channels_of(task, consumer):
+                flat = offsets[gate_index] + channel
+                if flat < len(channels):
+                    total += channels[flat]["cleared"]
+        return total
+
+    def _gate_offsets(self, task: TaskId) -> list[int]:
+        offsets, n = [], 0
+        for gate in self.eg.input_gates(task):
+            offsets.append(n)
+            n += len(gate.channels)
+        return offsets
+
+    # ------------------------------------------------------------ job end
+    async def _fail_job(self, reason: str) -> None:
+        if self.state in FINAL:
+            return
+        log.error("job %s FAILED: %s", self.job_id, reason)
+        self.failure_reason = reason
+        await self._stop_all()
+        self._end(FAILED)
+
+    async def cancel(self) -> None:
+        if self.state in FINAL:
+            return
+        self.state = CANCELING
+        await self._stop_all()
+        self._end(CANCELED)
+
+    async def _stop_all(self) -> None:
+        kills = []
+        for task, te in self.tasks.items():
+            if te.state in FINAL and te.state != FAILED:
+                continue
+            worker = self.coordinator.workers.get(te.worker_id or "")
+            if worker is not None:
+                body = {"job_id": self.job_id, "task": str(task), "attempt": te.attempt}
+                kills.append(worker.conn.request("cancel_task", body, timeout=30.0))
+            if te.state not in FINAL:
+                self._release_slot(te)
+                te.set_state(CANCELED)
+        await asyncio.gather(*kills, return_exceptions=True)
+
+    def _end(self, state: str) -> None:
+        if self.state in FINAL:
+            return
+        self.state = state
+        self.ended_at = time.time()
+        self.done.set()
+        log.info("job %s ended %s", self.job_id, state)
+
+    def on_worker_lost(self, worker: WorkerInfo) -> None:
+        for task, te in self.tasks.items():
+            if te.worker_id == worker.worker_id and te.state not in FINAL:
+                self._spawn(
+                    self.on_task_failure(task, te.attempt, f"worker {worker.worker_id} lost")
+                )
+
+    # ----------------------------------------------------------------- status
+    def status(self) -> dict[str, Any]:
+        tasks = []
+        for task, te in sorted(self.tasks.items()):
+            worker = self.coordinator.workers.get(te.worker_id or "")
+            tasks.append(
+                {
+                    "task": str(task),
+                    "vertex": task.vertex_id,
+                    "subtask": task.subtask,
+                    "attempt": te.attempt,
+                    "state": te.state,
+                    "worker": te.worker_id,
+                    "host": worker.host if worker else None,
+                    "pid": te.pid,
+                    "data_address": te.data_address,
+                    "error": te.error,
+                    "metrics": te.metrics,
+                }
+            )
+        return {
+            "job_id": self.job_id,
+            "name": self.job.name,
+            "job_ref": self.job_ref,
+            "state": self.state,
+            "strategy": self.strategy.name,
+            "failure_reason": self.failure_reason,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "graph": self.job.job_graph.to_dict(),
+            "tasks": tasks,
+            "failovers": [r.to_dict() for r in self.failovers],
+            "records_processed": sum(
+                t.metrics.get("records_processed", 0) for t in self.tasks.values()
+            ),
+        }
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "name": self.job.name,
+            "state": self.state,
+            "strategy": self.strategy.name,
+            "tasks": len(self.tasks),
+            "running": sum(1 for t in self.tasks.values() if t.state == RUNNING),
+            "failovers": len(self.failovers),
+            "failure_reason": self.failure_reason,
+        }

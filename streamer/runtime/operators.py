@@ -1,0 +1,249 @@
+"""Chained operators: the small core every job is built from.
+
+An operator chain (one ``JobVertex``) runs inside one task process. Each
+operator gets ``process(value, ts, input_index)`` calls and hands its results to
+``self.output.collect(value, ts)``: the next operator of the chain, the task's
+``RecordWriter``s, or a Kafka sink. ``ts`` is the record's event timestamp in ms
+(``None`` when it has none).
+
+Core operators: ``map``, ``filter``, ``flat_map`` and the keyed ``process``
+function on one or more keyed inputs. User functions for ``process`` get a
+``ProcessContext``:
+
+    def count(ctx, value):                  # or a class with process(self, ctx, value)
+        n = ctx.state.get("n", 0) + 1
+        ctx.state.set("n", n)
+        ctx.emit({"key": ctx.key, "n": n})
+
+``ctx.key`` is the record's key, ``ctx.input`` the index of the input it came
+from, ``ctx.timestamp`` its event time, ``ctx.state`` the per-key state.
+
+Threading: everything runs on the task's one thread; operators are not
+thread-safe. Ordering: an operator emits in the order it processes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from streamer.api import Job
+from streamer.graph import JobEdge, JobVertex, OperatorKind, OperatorSpec
+
+log = logging.getLogger(__name__)
+
+
+class Output(Protocol):
+    """Where an operator's results go."""
+
+    def collect(self, value: Any, ts: int | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    job_id: str
+    job_name: str
+    vertex_id: str
+    subtask: int
+    parallelism: int
+    attempt: int
+
+
+class DictKeyedState:
+    """Per-key named values in a plain dict (the state issue moves this to RocksDB).
+
+    The operator sets ``current_key`` before each call; ``get``/``set``/``delete``
+    act on that key's values only.
+    """
+
+    def __init__(self) -> None:
+        self._data: dict[Any, dict[str, Any]] = {}
+        self.current_key: Any = None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        values = self._data.get(self.current_key)
+        return default if values is None else values.get(name, default)
+
+    def set(self, name: str, value: Any) -> None:
+        self._data.setdefault(self.current_key, {})[name] = value
+
+    def delete(self, name: str) -> None:
+        values = self._data.get(self.current_key)
+        if values is not None:
+            values.pop(name, None)
+            if not values:
+                del self._data[self.current_key]
+
+    def keys(self) -> Iterable[Any]:
+        return self._data.keys()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class ChainedOperator:
+    """Base class: holds the output; subclasses implement ``process``."""
+
+    output: Output
+
+    def __init__(self, spec: OperatorSpec) -> None:
+        self.spec = spec
+
+    def open(self, info: TaskInfo) -> None:
+        """Called once before the first record."""
+
+    def process(self, value: Any, ts: int | None, input_index: int) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """End of input: emit whatever is still held (nothing for the core operators)."""
+
+
+class MapOperator(ChainedOperator):
+    def __init__(self, spec: OperatorSpec, fn: Callable[[Any], Any]) -> None:
+        super().__init__(spec)
+        self.fn = fn
+
+    def process(self, value: Any, ts: int | None, input_index: int) -> None:
+        self.output.collect(self.fn(value), ts)
+
+
+class FilterOperator(ChainedOperator):
+    def __init__(self, spec: OperatorSpec, fn: Callable[[Any], bool]) -> None:
+        super().__init__(spec)
+        self.fn = fn
+
+    def process(self, value: Any, ts: int | None, input_index: int) -> None:
+        if self.fn(value):
+            self.output.collect(value, ts)
+
+
+class FlatMapOperator(ChainedOperator):
+    def __init__(self, spec: OperatorSpec, fn: Callable[[Any], Iterable[Any]]) -> None:
+        super().__init__(spec)
+        self.fn = fn
+
+    def process(self, value: Any, ts: int | None, input_index: int) -> None:
+        collect = self.output.collect
+        for out in self.fn(value):
+            collect(out, ts)
+
+
+class ProcessContext:
+    """What a keyed process function sees for the record it is called with."""
+
+    __slots__ = ("_output", "input", "key", "state", "task", "timestamp")
+
+    def __init__(self, output: Output, state: DictKeyedState, task: TaskInfo) -> None:
+        self._output = output
+        self.state = state
+        self.task = task
+        self.key: Any = None
+        self.input = 0
+        self.timestamp: int | None = None
+
+    def emit(self, value: Any, timestamp: int | None = None) -> None:
+        """Send ``value`` downstream, with the input record's timestamp unless given."""
+        self._output.collect(value, self.timestamp if timestamp is None else timestamp)
+
+
+class KeyedProcessOperator(ChainedOperator):
+    """A keyed process function over one or more keyed inputs (one key function each)."""
+
+    def __init__(
+        self,
+        spec: OperatorSpec,
+        fn_or_class: Callable[..., Any],
+        key_fns: list[Callable[[Any], Any]],
+    ) -> None:
+        super().__init__(spec)
+        self.fn_or_class = fn_or_class
+        self.key_fns = key_fns
+        self.state = DictKeyedState()
+        self._fn: Callable[[ProcessContext, Any], Any] = fn_or_class
+        self._ctx: ProcessContext | None = None
+
+    def open(self, info: TaskInfo) -> None:
+        if self.spec.config.get("fn_kind") == "class":
+            instance = self.fn_or_class()
+            opener = getattr(instance, "open", None)
+            if callable(opener):
+                opener(info)
+            self._fn = instance.process
+        self._ctx = ProcessContext(self.output, self.state, info)
+
+    def process(self, value: Any, ts: int | None, input_index: int) -> None:
+        ctx = self._ctx
+        assert ctx is not None, "open() was not called"
+        key = self.key_fns[input_index](value)
+        self.state.current_key = key
+        ctx.key = key
+        ctx.input = input_index
+        ctx.timestamp = ts
+        self._fn(ctx, value)
+
+
+class ChainOutput:
+    """Feeds the next operator of the chain (input 0)."""
+
+    __slots__ = ("_process",)
+
+    def __init__(self, nxt: ChainedOperator) -> None:
+        self._process = nxt.process
+
+    def collect(self, value: Any, ts: int | None) -> None:
+        self._process(value, ts, 0)
+
+
+def build_operator(
+    job: Job, spec: OperatorSpec, input_edges: tuple[JobEdge, ...]
+) -> ChainedOperator:
+    """The runtime operator for one ``OperatorSpec`` (not sources or sinks)."""
+    fn = job.operator_function(spec)
+    if spec.kind == OperatorKind.MAP:
+        assert fn is not None
+        return MapOperator(spec, fn)
+    if spec.kind == OperatorKind.FILTER:
+        assert fn is not None
+        return FilterOperator(spec, fn)
+    if spec.kind == OperatorKind.FLAT_MAP:
+        assert fn is not None
+        return FlatMapOperator(spec, fn)
+    if spec.kind == OperatorKind.PROCESS:
+        assert fn is not None
+        edges = sorted(input_edges, key=lambda e: e.input_index)
+        key_fns = [job.key_function(e) or _no_key for e in edges]
+        return KeyedProcessOperator(spec, fn, key_fns)
+    raise NotImplementedError(f"operator kind {spec.kind!s} ({spec.name}) has no runtime yet")
+
+
+def _no_key(value: Any) -> Any:
+    return None
+
+
+def build_chain(
+    job: Job, vertex: JobVertex, tail_output: Output, info: TaskInfo
+) -> tuple[list[ChainedOperator], Output]:
+    """Operators of ``vertex`` between its source head and sink tail, wired to ``tail_output``.
+
+    Returns the operators (head first) and the ``Output`` that feeds the chain's
+    first operator (``tail_output`` itself when the chain has no operator).
+    """
+    body = [
+        op
+        for op in vertex.operators
+        if op.kind not in (OperatorKind.KAFKA_SOURCE, OperatorKind.KAFKA_SINK)
+    ]
+    input_edges = job.job_graph.inputs_of(vertex.vertex_id)
+    operators = [
+        build_operator(job, op, input_edges if i == 0 else ()) for i, op in enumerate(body)
+    ]
+    out: Output = tail_output
+    for op in reversed(operators):
+        op.output = out
+        out = ChainOutput(op)
+    for op in operators:
+        op.open(info)
+    return operators, out

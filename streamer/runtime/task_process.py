@@ -1,0 +1,105 @@
+"""Entry point of a task process: ``python -m streamer.runtime.task_process [--preload MOD]``.
+
+Started idle by a worker's ``WarmPool``: imports the runtime and its heavy
+dependencies, says ``ready`` on stdout, then reads JSON lines on stdin
+(``preload`` a job module, or ``deploy`` a task and run it). Once deployed,
+stdout and stderr go to the task's log file and the process exits with 0
+(finished or canceled) or 1 (failed). It dies with its worker (PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import importlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    parent = os.getppid()
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        return
+    if os.getppid() != parent:  # the worker died before prctl took effect
+        os._exit(1)
+
+
+def _warm_up() -> None:
+    """Import what every task needs, so a deploy does not pay for it."""
+    import confluent_kafka  # noqa: F401
+    import rocksdict  # noqa: F401
+
+    import netlayer.gate
+    import netlayer.partition
+    import netlayer.transport  # noqa: F401
+    import streamer.runtime.task  # noqa: F401
+
+
+def _redirect_output(log_file: str | None) -> None:
+    if not log_file:
+        return
+    path = Path(log_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def run_deployment(deployment: dict[str, Any]) -> int:
+    from streamer.runtime.task import FAILED, Task
+
+    config = deployment.get("config", {})
+    _redirect_output(config.get("log_file"))
+    logging.basicConfig(
+        level=getattr(logging, str(config.get("log_level", "INFO")).upper(), logging.INFO),
+        format=f"%(asctime)s %(levelname)s [{deployment.get('task')}@"
+        f"{deployment.get('attempt')}] %(name)s: %(message)s",
+    )
+    try:
+        task = Task(deployment)
+    except Exception:
+        logging.getLogger(__name__).exception("could not create task %s", deployment.get("task"))
+        return 1
+    state = asyncio.run(task.run())
+    return 1 if state == FAILED else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="streamer.runtime.task_process")
+    parser.add_argument("--preload", action="append", default=[])
+    args = parser.parse_args(argv)
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the CLI, which cancels
+    _warm_up()
+    for module in args.preload:
+        importlib.import_module(module)
+    sys.stdout.buffer.write(b"ready\n")
+    sys.stdout.buffer.flush()
+    for line in sys.stdin.buffer:
+        message = orjson.loads(line)
+        op = message.pop("op", None)
+        if op == "preload":
+            try:
+                importlib.import_module(message["module"])
+            except Exception as exc:  # noqa: BLE001 - a bad module fails at deploy, clearly
+                print(f"preload of {message['module']} failed: {exc}", file=sys.stderr)
+        elif op == "deploy":
+            sys.stdin.close()
+            return run_deployment(message)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
