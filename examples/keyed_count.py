@@ -6,10 +6,10 @@ which key groups kept flowing during a failover:
 
     {"key": "k17", "count": 42, "seq": 41, "task": 2, "attempt": 0, "at": 1732...}
 
-Settings come from the environment: ``STREAMER_EXAMPLE_IN`` (default ``events``),
-``STREAMER_EXAMPLE_OUT`` (default ``counts``), ``STREAMER_EXAMPLE_PARALLELISM``
-(default 4), ``STREAMER_EXAMPLE_BOUNDED=1`` (stop at the end of the input) and
-``STREAMER_EXAMPLE_FAIL_ON`` (a key, or ``*``, whose events make the counter raise).
+Job parameters (``streamer run ... --param key=value``): ``in`` (default
+``events``), ``out`` (default ``counts``), ``parallelism`` (default 4),
+``bounded`` (``"1"``: stop at the end of the input) and ``fail_on`` (a key, or
+``*``, whose events make the counter raise: a poison record).
 
     streamer run examples.keyed_count:job
     python -m examples.keyed_count generate --bootstrap-servers HOST:PORT --rate 200
@@ -18,7 +18,6 @@ Settings come from the environment: ``STREAMER_EXAMPLE_IN`` (default ``events``)
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from typing import Any
@@ -26,42 +25,45 @@ from typing import Any
 from streamer.api import StreamEnvironment
 from streamer.runtime.operators import ProcessContext
 
-IN_TOPIC = os.environ.get("STREAMER_EXAMPLE_IN", "events")
-OUT_TOPIC = os.environ.get("STREAMER_EXAMPLE_OUT", "counts")
-PARALLELISM = int(os.environ.get("STREAMER_EXAMPLE_PARALLELISM", "4"))
-BOUNDED = os.environ.get("STREAMER_EXAMPLE_BOUNDED") == "1"
-FAIL_ON = os.environ.get("STREAMER_EXAMPLE_FAIL_ON")
-
 
 def event_key(event: dict[str, Any]) -> str:
     return str(event["key"])
 
 
-def count(ctx: ProcessContext, event: dict[str, Any]) -> None:
-    if FAIL_ON is not None and (FAIL_ON == "*" or event["key"] == FAIL_ON):
-        raise ValueError(f"poison event for key {event['key']}")
-    n = ctx.state.get("count", 0) + 1
-    ctx.state.set("count", n)
-    ctx.emit(
-        {
-            "key": ctx.key,
-            "count": n,
-            "seq": event.get("seq"),
-            "task": ctx.task.subtask,
-            "attempt": ctx.task.attempt,
-            "at": time.time(),
-        }
-    )
+def make_counter(fail_on: str | None) -> Any:
+    def count(ctx: ProcessContext, event: dict[str, Any]) -> None:
+        if fail_on is not None and (fail_on == "*" or event["key"] == fail_on):
+            raise ValueError(f"poison event for key {event['key']}")
+        n = ctx.state.get("count", 0) + 1
+        ctx.state.set("count", n)
+        ctx.emit(
+            {
+                "key": ctx.key,
+                "count": n,
+                "seq": event.get("seq"),
+                "task": ctx.task.subtask,
+                "attempt": ctx.task.attempt,
+                "at": time.time(),
+            }
+        )
+
+    return count
 
 
-def job() -> StreamEnvironment:
+def job(params: dict[str, Any]) -> StreamEnvironment:
     env = StreamEnvironment("keyed-count", default_parallelism=2)
     (
-        env.from_kafka(IN_TOPIC, name="events", bounded=BOUNDED)
+        env.from_kafka(
+            params.get("in", "events"), name="events", bounded=params.get("bounded") == "1"
+        )
         .key_by(event_key)
-        .process(count, name="count", parallelism=PARALLELISM)
+        .process(
+            make_counter(params.get("fail_on")),
+            name="count",
+            parallelism=int(params.get("parallelism", 4)),
+        )
         .rebalance()
-        .to_kafka(OUT_TOPIC, name="sink", parallelism=2, key_fn=event_key)
+        .to_kafka(params.get("out", "counts"), name="sink", parallelism=2, key_fn=event_key)
     )
     return env
 
@@ -72,7 +74,7 @@ def generate(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m examples.keyed_count generate")
     parser.add_argument("--bootstrap-servers", required=True)
-    parser.add_argument("--topic", default=IN_TOPIC)
+    parser.add_argument("--topic", default="events")
     parser.add_argument("--rate", type=float, default=200.0, help="events per second")
     parser.add_argument("--keys", type=int, default=64)
     parser.add_argument("--count", type=int, default=0, help="stop after this many (0: never)")

@@ -10,9 +10,11 @@ one-line message.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import re
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from streamer.api.environment import StreamEnvironment
@@ -38,15 +40,16 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def load_job(ref: str) -> Job:
+def load_job(ref: str, params: Mapping[str, Any] | None = None) -> Job:
     """The `Job` that ``ref`` (``"package.module:attr"``, attr may be dotted) names.
 
-    The attribute may be a `Job`, a `StreamEnvironment` (built), or a
-    zero-argument callable returning either. Raises `JobLoadError` for a bad
-    reference, a module that fails to import, a missing attribute, a wrong
-    type, a callable that raises, or a job that does not build. The current
-    directory is put on ``sys.path`` first (as ``python -m`` does), so job
-    modules next to where the command runs import as they would there.
+    The attribute may be a `Job`, a `StreamEnvironment` (built), or a callable
+    returning either: called with no argument, or with ``params`` (the job's
+    parameters, e.g. topic names given at submission) when it takes one.
+    Raises `JobLoadError` for a bad reference, a module that fails to import,
+    a missing attribute, a wrong type, a callable that raises, or a job that
+    does not build. The current directory is put on ``sys.path`` first (as
+    ``python -m`` does), so job modules next to the command import as there.
     """
     match = _REF.match(ref) if isinstance(ref, str) else None
     if match is None:
@@ -67,14 +70,30 @@ def load_job(ref: str) -> Job:
             obj = getattr(obj, part)
         except AttributeError:
             raise JobLoadError(f"job module '{module_name}' has no attribute '{attr}'") from None
-    return resolve_job(obj, ref)
+    return resolve_job(obj, ref, params)
 
 
-def resolve_job(obj: object, ref: str = "<job>") -> Job:
-    """Turn a `Job`, a `StreamEnvironment` or a zero-argument callable into a `Job`."""
+def _takes_params(fn: Any) -> bool:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return False
+    positional = [
+        p
+        for p in sig.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    return len(positional) == 1
+
+
+def resolve_job(obj: object, ref: str = "<job>", params: Mapping[str, Any] | None = None) -> Job:
+    """Turn a `Job`, a `StreamEnvironment` or a callable returning one into a `Job`.
+
+    A callable with one required positional parameter gets ``params`` (``{}`` if None).
+    """
     if callable(obj) and not isinstance(obj, Job | StreamEnvironment):
         try:
-            obj = obj()
+            obj = obj(dict(params or {})) if _takes_params(obj) else obj()
         except GraphError as exc:
             raise JobLoadError(f"job '{ref}' is invalid: {exc}") from exc
         except Exception as exc:
@@ -91,6 +110,6 @@ def resolve_job(obj: object, ref: str = "<job>") -> Job:
     if not isinstance(obj, Job):
         raise JobLoadError(
             f"'{ref}' is a {type(obj).__name__}, expected a Job, a StreamEnvironment "
-            "or a zero-argument callable returning one"
+            "or a callable returning one"
         )
     return obj

@@ -107,7 +107,7 @@ class JobMaster:
         self.job_id = job_id
         self.job_ref = job_ref
         self.config = config
-        self.job = load_job(job_ref)
+        self.job = load_job(job_ref, config.get("params"))
         self.eg = self.job.execution_graph()
         self.strategy = make_strategy(config.get("strategy", "individual"), self.eg)
         self.backoff = RestartBackoff(
@@ -177,7 +177,7 @@ class JobMaster:
     def _task_config(self) -> dict[str, Any]:
         keys = (
             "bootstrap_servers", "buffer_timeout", "metrics_interval", "test_hooks",
-            "log_level", "source_batch", "sink_commit_interval", "connect_timeout",
+            "log_level", "source_batch", "sink_commit_interval", "connect_timeout", "params",
         )  # fmt: skip
         return {k: self.config[k] for k in keys if k in self.config}
 
@@ -547,6 +547,12 @@ class JobMaster:
             "failovers": [r.to_dict() for r in self.failovers],
             "records_processed": sum(
                 t.metrics.get("records_processed", 0) for t in self.tasks.values()
+            ),
+            "records_in": sum(
+                t.metrics.get("source", {}).get("records_in", 0) for t in self.tasks.values()
+            ),
+            "records_out": sum(
+                t.metrics.get("sink", {}).get("records_out", 0) for t in self.tasks.values()
             ),
         }
 

@@ -279,8 +279,8 @@ def _builtin(registry: Registry) -> None:
         replies=("deployed",),
     )
     r("deployed", {"pid": int})
-    r("cancel_task", {"job_id": str, "task": str, "attempt": int})
-    r("kill_task", {"job_id": str, "task": str}, {"attempt": int})
+    r("cancel_task", {"job_id": str, "task": str, "attempt": int}, replies=("ok",))
+    r("kill_task", {"job_id": str, "task": str}, {"attempt": int}, replies=("ok",))
     r(
         "task_exited",
         {"job_id": str, "task": str, "attempt": int, "exit_code": int},

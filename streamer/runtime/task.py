@@ -108,7 +108,7 @@ class Task:
         self.job_id: str = deployment["job_id"]
         self.task_id = TaskId.parse(deployment["task"])
         self.attempt: int = deployment["attempt"]
-        self.job = load_job(deployment["job_ref"])
+        self.job = load_job(deployment["job_ref"], self.config.get("params"))
         self.job.check_graph(JobGraph.from_dict(deployment["job_graph"]))
         self.eg = self.job.execution_graph()
         self.vertex = self.eg.vertex_of(self.task_id)

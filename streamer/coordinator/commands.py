@@ -1,0 +1,161 @@
+"""CLI commands that talk to a coordinator: coordinator, submit, jobs, status, cancel, kill-task.
+
+The coordinator address comes from ``--coordinator``, else ``$STREAMER_COORDINATOR``,
+else the file ``streamer run`` / ``streamer coordinator`` leave in ``$STREAMER_HOME/run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streamer.errors import ConfigError, StreamerError
+from streamer.localkafka.jars import streamer_home
+from streamer.rpc.client import CoordinatorClient
+
+
+def address_file() -> Path:
+    return streamer_home() / "run" / "coordinator.json"
+
+
+def remember_address(address: str, status_port: int | None) -> None:
+    path = address_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps({"address": address, "status_port": status_port}))
+
+
+def coordinator_address(given: str | None) -> str:
+    if given:
+        return given
+    if os.environ.get("STREAMER_COORDINATOR"):
+        return os.environ["STREAMER_COORDINATOR"]
+    try:
+        return str(orjson.loads(address_file().read_bytes())["address"])
+    except (OSError, ValueError, KeyError):
+        raise ConfigError(
+            "no coordinator given: pass --coordinator HOST:PORT or set STREAMER_COORDINATOR"
+        ) from None
+
+
+def client(args: argparse.Namespace) -> CoordinatorClient:
+    return CoordinatorClient(coordinator_address(args.coordinator))
+
+
+def parse_settings(pairs: list[str], what: str) -> dict[str, Any]:
+    """``key=value`` pairs; values that parse as JSON (numbers, true, lists) are typed."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"bad {what} {pair!r}: expected key=value")
+        try:
+            out[key] = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def add_job_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("job", metavar="MODULE:JOB", help="job by reference, e.g. my_jobs.orders:job")
+    p.add_argument("--strategy", choices=("full", "region", "individual"), default="individual")
+    p.add_argument("--bootstrap-servers", help="Kafka bootstrap servers")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="job parameter, passed to the job function (repeatable)")  # fmt: skip
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                   help="job setting, e.g. channel_update_timeout=5 (repeatable)")  # fmt: skip
+
+
+def job_config(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
+    config: dict[str, Any] = {"strategy": args.strategy, "bootstrap_servers": bootstrap}
+    config.update(parse_settings(args.settings, "setting"))
+    config["params"] = {k: str(v) for k, v in parse_settings(args.param, "param").items()}
+    return config
+
+
+def add_parsers(sub: Any) -> None:
+    from streamer.coordinator.__main__ import add_arguments
+
+    p = sub.add_parser("coordinator", help="run a coordinator (multi-host deployments)")
+    add_arguments(p)
+    p.set_defaults(func=cmd_coordinator)
+
+    p = sub.add_parser("submit", help="submit a job to a running coordinator")
+    add_job_options(p)
+    p.add_argument("--coordinator", help="HOST:PORT")
+    p.set_defaults(func=cmd_submit)
+
+    for name, func, helptext in (
+        ("jobs", cmd_jobs, "list jobs"),
+        ("status", cmd_status, "print a job's status as JSON"),
+        ("cancel", cmd_cancel, "cancel a job"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        if name != "jobs":
+            p.add_argument("job_id")
+        p.add_argument("--coordinator", help="HOST:PORT")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("kill-task", help="fault injection: SIGKILL one task process")
+    p.add_argument("job_id")
+    p.add_argument("vertex")
+    p.add_argument("subtask", type=int)
+    p.add_argument("--coordinator", help="HOST:PORT")
+    p.set_defaults(func=cmd_kill_task)
+
+
+def cmd_coordinator(args: argparse.Namespace) -> int:
+    import logging
+
+    from streamer.coordinator.__main__ import run_coordinator
+
+    logging.getLogger().setLevel(logging.INFO)
+    return run_coordinator(args)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    if not args.bootstrap_servers:
+        raise ConfigError("submit needs --bootstrap-servers (the job's Kafka cluster)")
+    job_id = client(args).submit(args.job, job_config(args, args.bootstrap_servers))
+    print(job_id)
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    jobs = client(args).jobs()
+    if not jobs:
+        print("no jobs")
+    for j in jobs:
+        reason = f"  ({j['failure_reason']})" if j.get("failure_reason") else ""
+        print(
+            f"{j['job_id']}  {j['name']:<20} {j['state']:<9} {j['strategy']:<10} "
+            f"{j['running']}/{j['tasks']} running  {j['failovers']} failovers{reason}"
+        )
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = client(args).status(args.job_id)
+    sys.stdout.write(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    client(args).cancel(args.job_id)
+    print(f"canceled {args.job_id}")
+    return 0
+
+
+def cmd_kill_task(args: argparse.Namespace) -> int:
+    task = f"{args.vertex}#{args.subtask}"
+    try:
+        client(args).kill_task(args.job_id, task)
+    except StreamerError as exc:
+        raise StreamerError(f"could not kill {task}: {exc}") from None
+    print(f"killed {task} of {args.job_id} (SIGKILL); `streamer status {args.job_id}` "
+          "shows the failover record")  # fmt: skip
+    return 0

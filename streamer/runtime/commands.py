@@ -1,0 +1,203 @@
+"""CLI commands that run processes here: ``streamer worker`` and ``streamer run`` (local mode).
+
+``streamer run MODULE:JOB`` starts a local Apache Kafka broker (unless
+``--bootstrap-servers`` is given; its topics are then created for the job), a
+coordinator and ``--workers`` workers, submits the job, shows live progress
+(tasks running, records/s, failovers) and stops everything on Ctrl-C, on
+``--duration`` or when the job ends. Every process is stopped by its own pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from streamer.coordinator.commands import add_job_options, job_config, remember_address
+from streamer.errors import ConfigError, StreamerError
+
+
+def add_parsers(sub: Any) -> None:
+    from streamer.runtime.worker import add_arguments
+
+    p = sub.add_parser("worker", help="run a worker that offers task slots to a coordinator")
+    add_arguments(p)
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("run", help="run a job locally: Kafka, a coordinator and workers")
+    add_job_options(p)
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--slots", type=int, default=8, help="slots per worker (default 8)")
+    p.add_argument("--topic-partitions", type=int, default=8,
+                   help="partitions of topics created for the job (default 8)")  # fmt: skip
+    p.add_argument("--create-topics", action="store_true",
+                   help="create the job's missing topics on --bootstrap-servers too")  # fmt: skip
+    p.add_argument("--duration", type=float, help="cancel the job after this many seconds")
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from streamer.runtime.worker import run_worker
+
+    logging.getLogger().setLevel(logging.INFO)
+    return run_worker(args)
+
+
+def job_topics(job_ref: str, params: dict[str, Any]) -> list[str]:
+    """Every topic the job reads or writes (sources, dead-letter topics, sinks)."""
+    from streamer.api import load_job
+    from streamer.graph import OperatorKind
+
+    job = load_job(job_ref, params)
+    topics: list[str] = []
+    for vertex in job.job_graph.vertices:
+        for op in vertex.operators:
+            if op.kind in (OperatorKind.KAFKA_SOURCE, OperatorKind.KAFKA_SINK):
+                topics.append(op.config["topic"])
+                if op.config.get("dead_letter_topic"):
+                    topics.append(op.config["dead_letter_topic"])
+    return sorted(set(topics))
+
+
+def ensure_topics(bootstrap: str, topics: list[str], partitions: int, create: bool) -> None:
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        existing = set(admin.list_topics(timeout=15).topics)
+    except Exception as exc:  # noqa: BLE001 - one clear line for any client failure
+        raise StreamerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+    missing = [t for t in topics if t not in existing]
+    if not missing:
+        return
+    if not create:
+        raise ConfigError(
+            f"topics {', '.join(missing)} do not exist at {bootstrap}: create them, "
+            "or pass --create-topics"
+        )
+    futures = admin.create_topics([NewTopic(t, partitions, 1) for t in missing])
+    for topic, fut in futures.items():
+        fut.result(timeout=30)
+        print(f"created topic {topic} ({partitions} partitions)")
+
+
+@contextlib.contextmanager
+def _broker(bootstrap: str | None) -> Iterator[str]:
+    if bootstrap:
+        yield bootstrap
+        return
+    from streamer.localkafka import LocalKafka
+
+    print("starting a local Apache Kafka broker ...", flush=True)
+    with LocalKafka() as kafka:
+        print(f"Kafka at {kafka.bootstrap_servers}", flush=True)
+        yield kafka.bootstrap_servers
+
+
+def progress_line(status: dict[str, Any], elapsed: float, rate_in: float, rate_out: float) -> str:
+    tasks = status["tasks"]
+    running = sum(1 for t in tasks if t["state"] == "RUNNING")
+    failovers = status["failovers"]
+    last = ""
+    if failovers:
+        f = failovers[-1]
+        took = f.get("recovery_seconds")
+        last = f" (last: {f['task']} {f['strategy']}" + (
+            f", {took * 1000:.0f} ms)" if took is not None else ", in progress)"
+        )
+    return (
+        f"[{elapsed:7.1f}s] {status['state']:<9} tasks {running}/{len(tasks)} running  "
+        f"in {rate_in:>8,.0f}/s  out {rate_out:>8,.0f}/s  failovers {len(failovers)}{last}"
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from streamer.coordinator.commands import parse_settings
+    from streamer.testing.cluster import LocalCluster
+
+    params = {k: str(v) for k, v in parse_settings(args.param, "param").items()}
+    topics = job_topics(args.job, params)
+    stop = {"now": False}
+
+    def on_signal(_sig: int, _frame: Any) -> None:
+        stop["now"] = True
+
+    previous = signal.signal(signal.SIGINT, on_signal)
+    try:
+        with _broker(args.bootstrap_servers) as bootstrap:
+            ensure_topics(
+                bootstrap,
+                topics,
+                args.topic_partitions,
+                create=args.create_topics or not args.bootstrap_servers,
+            )
+            print(f"starting a coordinator and {args.workers} workers ...", flush=True)
+            with LocalCluster(args.workers, slots=args.slots) as cluster:
+                remember_address(cluster.address, cluster.status_port)
+                job_id = cluster.submit(args.job, job_config(args, bootstrap))
+                print(
+                    f"job {job_id} submitted ({args.strategy}); status: "
+                    f"http://127.0.0.1:{cluster.status_port}/jobs/{job_id}  "
+                    f"kill a task: streamer kill-task {job_id} VERTEX SUBTASK",
+                    flush=True,
+                )
+                return _follow(cluster, job_id, args.duration, stop)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _follow(cluster: Any, job_id: str, duration: float | None, stop: dict[str, bool]) -> int:
+    started = time.monotonic()
+    last_in = last_out = 0
+    last_t = started
+    status: dict[str, Any] = {}
+    shown_failovers = 0
+    while True:
+        time.sleep(1.0)
+        status = cluster.status(job_id)
+        now = time.monotonic()
+        span = max(now - last_t, 1e-6)
+        rate_in = (status["records_in"] - last_in) / span
+        rate_out = (status["records_out"] - last_out) / span
+        last_in, last_out, last_t = status["records_in"], status["records_out"], now
+        for f in status["failovers"][shown_failovers:]:
+            if f["status"] == "in_progress":
+                break
+            print(f"\nfailover: {_describe_failover(f)}", flush=True)
+            shown_failovers += 1
+        sys.stdout.write("\r" + progress_line(status, now - started, rate_in, rate_out))
+        sys.stdout.flush()
+        if status["state"] in ("FINISHED", "FAILED", "CANCELED"):
+            break
+        if stop["now"] or (duration is not None and now - started >= duration):
+            print("\ncanceling the job ...", flush=True)
+            cluster.cancel(job_id)
+            status = cluster.status(job_id)
+            break
+    print(f"\njob {job_id} {status['state']}" + (
+        f": {status['failure_reason']}" if status.get("failure_reason") else ""
+    ))  # fmt: skip
+    return 1 if status["state"] == "FAILED" else 0
+
+
+def _describe_failover(f: dict[str, Any]) -> str:
+    start = f.get("kill_requested_at") or f["detected_at"]
+
+    def ms(key: str) -> str:
+        value = f.get(key)
+        return "-" if value is None else f"{(value - start) * 1000:.0f} ms"
+
+    extra = f", fell back: {f['fallback_reason']}" if f.get("fell_back") else ""
+    return (
+        f"{f['task']} ({f['cause']}) {f['strategy']}: detected {ms('detected_at')}, "
+        f"deployed {ms('deployed_at')}, running {ms('running_at')}, "
+        f"channels updated {ms('channels_updated_at')}; restarted "
+        f"{len(f['tasks_restarted'])} task(s){extra}"
+    )
