@@ -89,6 +89,7 @@ class FailoverRecord:
     records_cleared: int | None = None
     fell_back: bool = False
     fallback_reason: str | None = None
+    fallback_at: float | None = None  # when the individual protocol gave up
     status: str = "in_progress"  # in_progress | done | job_failed
 
     def to_dict(self) -> dict[str, Any]:
@@ -382,6 +383,7 @@ class JobMaster:
             )
             rec.fell_back = True
             rec.fallback_reason = reason
+            rec.fallback_at = time.time()
             assert isinstance(self.strategy, RestartIndividual)
             region = self.strategy.fallback(task)
             rec.tasks_restarted = sorted(str(t) for t in region)
