@@ -509,8 +509,11 @@ class JobMaster:
         log.info("job %s ended %s", self.job_id, state)
 
     def on_worker_lost(self, worker: WorkerInfo) -> None:
+        """Fail the worker's tasks; closing their control connections stops any survivor."""
         for task, te in self.tasks.items():
             if te.worker_id == worker.worker_id and te.state not in FINAL:
+                if te.conn is not None:
+                    self._spawn(te.conn.close(reason=f"worker {worker.worker_id} lost"))
                 self._spawn(
                     self.on_task_failure(task, te.attempt, f"worker {worker.worker_id} lost")
                 )
@@ -532,6 +535,7 @@ class JobMaster:
                     "pid": te.pid,
                     "data_address": te.data_address,
                     "error": te.error,
+                    "traceback": te.traceback,
                     "metrics": te.metrics,
                 }
             )

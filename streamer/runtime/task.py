@@ -16,6 +16,9 @@ Lifecycle, driven by the deployment the worker hands over:
 
 Wire records between tasks are ``[timestamp_ms | None, value]`` lists.
 
+If the control connection to the coordinator is lost, the task stops: the
+coordinator has declared it (or its worker) dead and may run a new attempt.
+
 Control messages from the coordinator (single-task recovery): ``consumer_failed``
 marks a subpartition unavailable (records for it are dropped), ``producer_failed``
 queues an ``UnavailableEvent`` on a channel, ``update_partition_info`` swaps a
@@ -226,6 +229,7 @@ class Task:
         self.rpc = await connect(
             host, port, self._on_control, name=f"task {self}", timeout=10.0, retries=20
         )
+        self.rpc.on_close(self._on_control_lost)
         reply = await self.rpc.request(
             "task_hello",
             {
@@ -436,6 +440,13 @@ class Task:
                 await conn.reply(msg, "ok")
         else:
             raise ValueError(f"task {self} does not handle {msg.kind!r}")
+
+    def _on_control_lost(self, conn: RpcConnection) -> None:
+        """Without its coordinator a task cannot be coordinated: it stops (CANCELED)."""
+        if self._main is not None and not self._main.done():
+            log.warning("task %s: control connection lost (%s); stopping", self, conn.close_reason)
+            self._cancel_requested = True
+            self._main.cancel()
 
     def _update_partition_info(self, conn: RpcConnection, msg: Message) -> None:
         body = msg.body
