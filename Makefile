@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint unit clean-venv
+.PHONY: setup demo demo-connectors test lint unit clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ setup: $(STAMP)
 	@$(BIN)/python -c "from streamer.localkafka import resolve_kafka_jars; print('Kafka jars:', resolve_kafka_jars())"
 
 demo: setup
+	$(BIN)/python -m examples.failover_demo
+
+demo-connectors: setup
 	$(BIN)/python -m examples.connectors_demo
 
 lint: $(STAMP)
