@@ -269,6 +269,9 @@ class Task:
             channels,
             self.attempt,
             connect_timeout=float(self.config.get("connect_timeout", 10.0)),
+            # end of input waits for a producer under recovery: its new attempt still
+            # has records for us (alignment and watermarks do leave it out)
+            wait_for_unavailable=True,
         )
         await self.gate.start()
 

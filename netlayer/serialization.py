@@ -1,0 +1,221 @@
+"""Spanning record serialization: records <-> fixed-capacity buffers.
+
+A record on the wire is ``length:u32 (big-endian) | orjson bytes``. Records are
+packed back to back into buffers of at most ``buffer_size`` data bytes. A
+record longer than the room left in the current buffer fills that room and
+*spans* into the next buffer(s), so every buffer but the last of a stream is
+full; the 4 length bytes may span too.
+
+`SpanningRecordSerializer` (producer side, one per subpartition) appends
+records to the current buffer and hands back the buffers that filled up.
+`RecordDeserializer` (consumer side, one per input channel) takes buffers in
+sequence order and returns the complete records; it keeps the partial record
+at the end of a buffer until the rest arrives, and `clear` drops it (when the
+producer is lost, its rest will never come).
+
+Both are plain single-threaded objects without I/O. Ordering contract: records
+come out of the deserializer in exactly the order they went into the
+serializer, provided the buffers are fed in the order they were produced.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "DEFAULT_BUFFER_SIZE",
+    "DEFAULT_MAX_RECORD_SIZE",
+    "RecordDeserializer",
+    "RecordTooLarge",
+    "SpanningRecordSerializer",
+    "length_prefix",
+]
+
+DEFAULT_BUFFER_SIZE = 32 * 1024
+DEFAULT_MAX_RECORD_SIZE = 256 * 1024 * 1024
+
+_U32 = struct.Struct(">I")
+_PREFIXES = [i.to_bytes(4, "big") for i in range(4096)]
+
+
+def length_prefix(size: int) -> bytes:
+    """The 4-byte big-endian length prefix of a record payload of ``size`` bytes."""
+    return _PREFIXES[size] if size < 4096 else _U32.pack(size)
+
+
+class RecordTooLarge(ValueError):
+    """A record's length prefix exceeds the deserializer's ``max_record_size``."""
+
+
+class SpanningRecordSerializer:
+    """Builds buffers of length-prefixed records, spanning records across buffers.
+
+    Each buffer is a ``bytearray`` that starts with ``header_size`` reserved
+    bytes (the subpartition uses them for the frame header) followed by at
+    most ``buffer_size`` data bytes. Finished buffers are returned to the
+    caller, who owns them from then on, as ``(buffer, n_records)`` where
+    ``n_records`` counts the records that *end* in that buffer (so each record
+    is counted exactly once).
+    """
+
+    __slots__ = ("_limit", "buffer_size", "current", "header_size", "records")
+
+    def __init__(self, buffer_size: int = DEFAULT_BUFFER_SIZE, header_size: int = 0) -> None:
+        if buffer_size < 1:
+            raise ValueError("buffer_size must be >= 1")
+        self.buffer_size = buffer_size
+        self.header_size = header_size
+        self._limit = header_size + buffer_size
+        self.current = bytearray(header_size)
+        """The buffer being filled (header placeholder + data)."""
+        self.records = 0
+        """Records that end in `current`."""
+
+    @property
+    def is_empty(self) -> bool:
+        """True when `current` holds no data."""
+        return len(self.current) == self.header_size
+
+    @property
+    def pending_bytes(self) -> int:
+        """Data bytes in `current`."""
+        return len(self.current) - self.header_size
+
+    def serialize(self, record: Any) -> list[tuple[bytearray, int]] | None:
+        """`add` the orjson encoding of ``record``."""
+        return self.add(orjson.dumps(record))
+
+    def add(self, payload: bytes) -> list[tuple[bytearray, int]] | None:
+        """Append one record (its orjson bytes); return the buffers that filled up, if any.
+
+        Fast path: the record fits in the room left, nothing is returned.
+        """
+        cur = self.current
+        size = len(payload)
+        if len(cur) + 4 + size <= self._limit:
+            cur += _PREFIXES[size] if size < 4096 else _U32.pack(size)
+            cur += payload
+            self.records += 1
+            return None
+        return self._span(length_prefix(size) + payload)
+
+    def _span(self, record: bytes) -> list[tuple[bytearray, int]]:
+        out: list[tuple[bytearray, int]] = []
+        view = memoryview(record)
+        total = len(view)
+        pos = 0
+        cur = self.current
+        records = self.records
+        limit = self._limit
+        while True:
+            take = min(limit - len(cur), total - pos)
+            cur += view[pos : pos + take]
+            pos += take
+            if pos == total:
+                break
+            out.append((cur, records))
+            records = 0
+            cur = bytearray(self.header_size)
+        self.current = cur
+        self.records = records + 1
+        return out
+
+    def flush(self) -> tuple[bytearray, int] | None:
+        """Finish the current buffer if it holds data: ``(buffer, n_records)``."""
+        if len(self.current) == self.header_size:
+            return None
+        out = (self.current, self.records)
+        self.current = bytearray(self.header_size)
+        self.records = 0
+        return out
+
+    def reset(self) -> int:
+        """Discard the current buffer; return how many records ended in it."""
+        dropped = self.records
+        self.current = bytearray(self.header_size)
+        self.records = 0
+        return dropped
+
+
+class RecordDeserializer:
+    """Reassembles records from the buffers of one channel (see the module docstring).
+
+    `feed` raises `RecordTooLarge` for a length prefix over ``max_record_size``
+    (never allocating it) and ``orjson.JSONDecodeError`` (a ``ValueError``) for
+    bytes that are not JSON; after an error call `clear` before reusing it.
+    """
+
+    __slots__ = ("_partial", "max_record_size")
+
+    def __init__(self, max_record_size: int = DEFAULT_MAX_RECORD_SIZE) -> None:
+        self.max_record_size = max_record_size
+        self._partial: bytearray | None = None
+
+    @property
+    def has_partial(self) -> bool:
+        """True while a record is incomplete (waiting for the next buffer)."""
+        return self._partial is not None
+
+    @property
+    def partial_bytes(self) -> int:
+        """Bytes held of the incomplete record (length prefix included)."""
+        return 0 if self._partial is None else len(self._partial)
+
+    def clear(self) -> bool:
+        """Drop the incomplete record, if any; return whether there was one."""
+        had = self._partial is not None
+        self._partial = None
+        return had
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Any]:
+        """The records completed by ``data`` (the next buffer of the channel), in order."""
+        out: list[Any] = []
+        view = memoryview(data)
+        n = len(view)
+        pos = 0
+        if self._partial is not None:
+            pos = self._resume(view, out)
+            if self._partial is not None:
+                return out
+        loads = orjson.loads
+        unpack = _U32.unpack_from
+        append = out.append
+        while n - pos >= 4:
+            end = pos + 4 + unpack(view, pos)[0]
+            if end > n:
+                break
+            append(loads(view[pos + 4 : end]))
+            pos = end
+        if pos < n:
+            self._partial = bytearray(view[pos:])
+            if n - pos >= 4:
+                self._check_size(self._partial)
+        return out
+
+    def _check_size(self, partial: bytearray) -> int:
+        size: int = _U32.unpack_from(partial)[0]
+        if size > self.max_record_size:
+            self._partial = None
+            raise RecordTooLarge(f"record of {size} bytes exceeds {self.max_record_size}")
+        return size
+
+    def _resume(self, view: memoryview, out: list[Any]) -> int:
+        partial = self._partial
+        assert partial is not None
+        pos = 0
+        if len(partial) < 4:
+            pos = min(4 - len(partial), len(view))
+            partial += view[:pos]
+            if len(partial) < 4:
+                return pos
+        need = 4 + self._check_size(partial) - len(partial)
+        take = min(need, len(view) - pos)
+        partial += view[pos : pos + take]
+        pos += take
+        if take == need:
+            self._partial = None
+            out.append(orjson.loads(memoryview(partial)[4:]))
+        return pos
