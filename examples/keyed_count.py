@@ -8,7 +8,8 @@ which key groups kept flowing during a failover:
 
 Job parameters (``streamer run ... --param key=value``): ``in`` (default
 ``events``), ``out`` (default ``counts``), ``parallelism`` (default 4),
-``bounded`` (``"1"``: stop at the end of the input) and ``fail_on`` (a key, or
+``bounded`` (``"1"``: stop at the end of the input), ``delivery``
+(``at_least_once`` or ``exactly_once``) and ``fail_on`` (a key, or
 ``*``, whose events make the counter raise: a poison record).
 
     streamer run examples.keyed_count:job
@@ -63,7 +64,13 @@ def job(params: dict[str, Any]) -> StreamEnvironment:
             parallelism=int(params.get("parallelism", 4)),
         )
         .rebalance()
-        .to_kafka(params.get("out", "counts"), name="sink", parallelism=2, key_fn=event_key)
+        .to_kafka(
+            params.get("out", "counts"),
+            name="sink",
+            parallelism=2,
+            key_fn=event_key,
+            delivery=params.get("delivery", "at_least_once"),
+        )
     )
     return env
 

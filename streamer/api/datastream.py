@@ -207,10 +207,16 @@ class KeyedStream(Generic[T]):
         fn: Callable[..., Any] | None = None,
         name: str | None = None,
         parallelism: int | None = None,
+        late_topic: str | None = None,
     ) -> DataStream[Any]:
         """Keyed interval join of this stream (input 0) with ``others``; see `join`."""
         return ConnectedKeyedStreams((self, *others)).interval_join(
-            lower_ms=lower_ms, upper_ms=upper_ms, fn=fn, name=name, parallelism=parallelism
+            lower_ms=lower_ms,
+            upper_ms=upper_ms,
+            fn=fn,
+            name=name,
+            parallelism=parallelism,
+            late_topic=late_topic,
         )
 
     join = interval_join
@@ -278,6 +284,7 @@ class ConnectedKeyedStreams:
         fn: Callable[..., Any] | None = None,
         name: str | None = None,
         parallelism: int | None = None,
+        late_topic: str | None = None,
     ) -> DataStream[Any]:
         """A keyed interval join (kind ``join``) over at least two inputs.
 
@@ -285,7 +292,9 @@ class ConnectedKeyedStreams:
         key on every other input whose timestamps lie in
         ``[t + lower_ms, t + upper_ms]``; each match is emitted as
         ``fn(r0, r1, ...)``, or as the list ``[r0, r1, ...]`` without ``fn``.
-        Config: ``{"inputs", "lower_ms", "upper_ms", "has_fn"}``.
+        Records that arrive behind the watermark are late: counted, and written to
+        ``late_topic`` (JSON ``{"input", "ts", "record"}``) when given.
+        Config: ``{"inputs", "lower_ms", "upper_ms", "has_fn", "late_topic"}``.
         """
         if self.inputs < 2:
             raise GraphError("an interval join needs at least two keyed streams")
@@ -303,6 +312,7 @@ class ConnectedKeyedStreams:
             "lower_ms": lower_ms,
             "upper_ms": upper_ms,
             "has_fn": fn is not None,
+            "late_topic": late_topic,
         }
         return self._keyed_op(OperatorKind.JOIN, config, fn, name, parallelism)
 

@@ -205,6 +205,23 @@ class Coordinator:
         if job is not None:
             job.on_metrics(msg.body)
 
+    async def _on_checkpoint_ack(self, conn: RpcConnection, msg: Message) -> None:
+        job = self.jobs.get(msg.body["job_id"])
+        if job is not None:
+            job.checkpoints.on_ack(msg.body)
+
+    async def _on_checkpoint_committed(self, conn: RpcConnection, msg: Message) -> None:
+        job = self.jobs.get(msg.body["job_id"])
+        if job is not None:
+            job.checkpoints.on_committed(msg.body)
+
+    async def _on_trigger_savepoint(self, conn: RpcConnection, msg: Message) -> None:
+        job = self._job(msg.body["job_id"])
+        path, checkpoint_id = await job.savepoint(
+            msg.body["directory"], msg.body.get("stop", False)
+        )
+        await conn.reply(msg, "savepoint", {"path": path, "checkpoint_id": checkpoint_id})
+
     async def _on_submit_job(self, conn: RpcConnection, msg: Message) -> None:
         if not self.workers:
             raise StreamerError("no worker is registered: start one with `streamer worker`")

@@ -29,12 +29,16 @@ import contextlib
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streamer.api import load_job
 from streamer.coordinator.backoff import RestartBackoff
+from streamer.coordinator.checkpoints import CheckpointCoordinator
 from streamer.coordinator.failover import RestartIndividual, make_strategy
+from streamer.errors import StreamerError
 from streamer.graph import ExchangeType, TaskId
+from streamer.localkafka.jars import streamer_home
 from streamer.rpc import Message, RpcConnection, RpcError
 
 if TYPE_CHECKING:
@@ -130,12 +134,58 @@ class JobMaster:
         self._active: dict[TaskId, FailoverRecord] = {}
         self._background: set[asyncio.Future[Any]] = set()
         self.done = asyncio.Event()
+        interval = config.get("checkpoint_interval")
+        root = Path(config.get("checkpoint_dir") or streamer_home() / "checkpoints" / job_id)
+        self.config["checkpoint_dir"] = str(root)
+        self.checkpoints = CheckpointCoordinator(
+            self,
+            root,
+            interval=None if interval is None else float(interval),
+            timeout=float(config.get("checkpoint_timeout", 60.0)),
+            retained=int(config.get("checkpoints_retained", 3)),
+        )
+        self._restore_plans: dict[TaskId, dict[str, Any]] = {}
 
     # ------------------------------------------------------------- deployment
     async def start(self) -> None:
+        savepoint = self.config.get("from_savepoint")
+        if savepoint:
+            try:
+                loaded = self.checkpoints.storage.load(Path(savepoint))
+            except Exception as exc:  # noqa: BLE001 - any unreadable savepoint fails the job clearly
+                await self._fail_job(f"cannot restore from savepoint {savepoint}: {exc}")
+                return
+            self._restore_plans = self.checkpoints.restore_plans(set(self.eg.tasks), loaded)
         self.state = RUNNING
         await self.coordinator.prepare_job(self.job_id, self.job_ref)
+        self._spawn(self.checkpoints.run())
         await asyncio.gather(*(self._deploy(t) for t in self.eg.tasks))
+
+    def can_checkpoint(self) -> bool:
+        """Every unfinished task runs and no failover is in progress."""
+        return (
+            self.state == RUNNING
+            and not self._active
+            and all(te.state == RUNNING for te in self.tasks.values())
+        )
+
+    def spawn_notify(self, te: TaskExecution, kind: str, body: dict[str, Any]) -> None:
+        self._spawn(self._notify(te, kind, body))
+
+    async def savepoint(self, directory: str, stop: bool) -> tuple[str, int]:
+        """Take a savepoint into ``directory``; with ``stop``, cancel the job after it."""
+        deadline = time.monotonic() + self.checkpoints.timeout
+        while not self.can_checkpoint() or self.checkpoints.pending is not None:
+            if time.monotonic() > deadline or self.state in FINAL:
+                raise StreamerError(f"job {self.job_id} cannot take a savepoint now ({self.state})")
+            await asyncio.sleep(0.05)
+        checkpoint_id = self.checkpoints.next_id
+        done = await self.checkpoints.trigger(savepoint=Path(directory))
+        path = await asyncio.wait_for(done, self.checkpoints.timeout)
+        if stop:
+            await asyncio.sleep(0.2)  # let sinks commit the savepoint's transactions
+            await self.cancel()
+        return str(path), checkpoint_id
 
     def _spawn(self, coro: Any) -> None:
         fut = asyncio.ensure_future(coro)
@@ -143,6 +193,8 @@ class JobMaster:
         fut.add_done_callback(self._background.discard)
 
     async def _deploy(self, task: TaskId, prefer: str | None = None) -> None:
+        if self.state != RUNNING:
+            return
         te = self.tasks[task]
         attempt = te.attempt
         worker = self.coordinator.pick_worker(prefer)
@@ -179,8 +231,11 @@ class JobMaster:
         keys = (
             "bootstrap_servers", "buffer_timeout", "metrics_interval", "test_hooks",
             "log_level", "source_batch", "sink_commit_interval", "connect_timeout", "params",
+            "idle_timeout_ms",
         )  # fmt: skip
-        return {k: self.config[k] for k in keys if k in self.config}
+        config = {k: self.config[k] for k in keys if k in self.config}
+        config["checkpoint_dir"] = self.config["checkpoint_dir"]
+        return config
 
     def on_hello(self, conn: RpcConnection, msg: Message) -> None:
         task = TaskId.parse(msg.body["task"])
@@ -219,7 +274,10 @@ class JobMaster:
                 self._spawn(conn.reply(msg, "task_plan", body))
 
     def _restore_for(self, task: TaskId) -> dict[str, Any]:
-        """Until checkpoints exist: a source resumes at its last reported positions."""
+        """The checkpoint restore plan; without one, a source resumes at its last report."""
+        plan = self._restore_plans.pop(task, None)
+        if plan:
+            return plan
         snapshot = self.tasks[task].metrics.get("source", {}).get("snapshot")
         return {"source": snapshot} if snapshot and snapshot.get("positions") else {}
 
@@ -227,8 +285,8 @@ class JobMaster:
     async def on_task_state(self, body: dict[str, Any]) -> None:
         task = TaskId.parse(body["task"])
         te = self.tasks.get(task)
-        if te is None or body["attempt"] != te.attempt:
-            return
+        if te is None or body["attempt"] != te.attempt or self.state != RUNNING:
+            return  # a stale attempt, or a late report while the job ends
         state = body["state"]
         if state == RUNNING:
             te.set_state(RUNNING)
@@ -282,12 +340,17 @@ class JobMaster:
     # --------------------------------------------------------------- failover
     async def on_task_failure(self, task: TaskId, attempt: int, cause: str) -> None:
         te = self.tasks[task]
-        if attempt != te.attempt or te.state in (FAILED, CANCELING, *FINAL) or self.state in FINAL:
+        if (
+            attempt != te.attempt
+            or te.state in (FAILED, CANCELING, *FINAL)
+            or self.state != RUNNING
+        ):
             return
         now = time.time()
         te.set_state(FAILED)
         te.conn = None
         te.data_address = None
+        self.checkpoints.abort(f"task {task} failed")
         self._pending_hellos.pop(task, None)
         self._release_slot(te)
         log.warning("job %s: task %s@%d failed: %s", self.job_id, task, attempt, cause)
@@ -308,7 +371,7 @@ class JobMaster:
             return
         if decision.delay_s:
             await asyncio.sleep(decision.delay_s)
-        if self.state in FINAL:
+        if self.state != RUNNING:
             return
         to_restart = self.strategy.tasks_to_restart(task, cause)
         rec.tasks_restarted = sorted(str(t) for t in to_restart)
@@ -339,6 +402,7 @@ class JobMaster:
         previous = te.worker_id
         te.attempt += 1
         self._active[task] = rec
+        self._restore_plans.update(self.checkpoints.restore_plans({task}))
         await self._deploy(task, prefer=previous)
 
     def _channels_of(self, producer: TaskId, consumer: TaskId) -> list[tuple[int, Any, int]]:
@@ -373,6 +437,8 @@ class JobMaster:
         try:
             await asyncio.wait_for(asyncio.gather(*requests), self.channel_update_timeout)
         except (TimeoutError, RpcError, ConnectionError) as exc:
+            if self.state != RUNNING:
+                return  # the job is ending; its tasks are being stopped
             reason = (
                 f"channel updates not acknowledged within {self.channel_update_timeout:g} s"
                 if isinstance(exc, TimeoutError)
@@ -396,6 +462,8 @@ class JobMaster:
         self, tasks: frozenset[TaskId], rec: FailoverRecord, *, failed: TaskId
     ) -> None:
         """Kill every task of the set (old attempts), then redeploy them all as attempt+1."""
+        if self.state != RUNNING:
+            return
         kills = []
         placements: dict[TaskId, str | None] = {}
         for task in tasks:
@@ -419,6 +487,7 @@ class JobMaster:
                 log.warning("job %s: cancel during restart failed: %s", self.job_id, result)
         rec.records_dropped = None
         rec.records_cleared = None
+        self._restore_plans.update(self.checkpoints.restore_plans(set(tasks)))
         await asyncio.gather(*(self._deploy(t, prefer=placements[t]) for t in tasks))
 
     def _check_restart_done(self, rec: FailoverRecord) -> None:
@@ -476,6 +545,7 @@ class JobMaster:
             return
         log.error("job %s FAILED: %s", self.job_id, reason)
         self.failure_reason = reason
+        self.state = CANCELING  # no restart, deploy or fallback from now on
         await self._stop_all()
         self._end(FAILED)
 
@@ -551,6 +621,7 @@ class JobMaster:
             "graph": self.job.job_graph.to_dict(),
             "tasks": tasks,
             "failovers": [r.to_dict() for r in self.failovers],
+            "checkpoints": self.checkpoints.status(),
             "records_processed": sum(
                 t.metrics.get("records_processed", 0) for t in self.tasks.values()
             ),

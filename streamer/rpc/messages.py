@@ -306,6 +306,22 @@ def _builtin(registry: Registry) -> None:
         replies=("ack",),
     )
     r("task_metrics", {"job_id": str, "task": str, "attempt": int, "metrics": dict})
+    # checkpoints
+    r("trigger_checkpoint", {"checkpoint_id": int})
+    r(
+        "checkpoint_ack",
+        {"job_id": str, "task": str, "attempt": int, "checkpoint_id": int, "state": dict},
+    )
+    r("checkpoint_complete", {"checkpoint_id": int})
+    r("checkpoint_abort", {"checkpoint_id": int})
+    r("checkpoint_committed", {"job_id": str, "task": str, "attempt": int, "checkpoint_id": int})
+    r(
+        "trigger_savepoint",
+        {"job_id": str, "directory": str},
+        {"stop": bool},
+        replies=("savepoint",),
+    )
+    r("savepoint", {"path": str, "checkpoint_id": int})
     # client <-> coordinator
     r("submit_job", {"job_ref": str, "config": dict}, replies=("submitted",))
     r("submitted", {"job_id": str})

@@ -100,6 +100,16 @@ class ChainedOperator:
     def finish(self) -> None:
         """End of input: emit whatever is still held (nothing for the core operators)."""
 
+    def on_watermark(self, watermark: int) -> None:
+        """Event time reached ``watermark``; operators holding state by time expire it."""
+
+    def snapshot_state(self) -> Any:
+        """JSON-able state to store in a checkpoint, or None (keyed state is in RocksDB)."""
+        return None
+
+    def restore_state(self, saved: Any) -> None:
+        """Restore what ``snapshot_state`` returned."""
+
 
 class MapOperator(ChainedOperator):
     def __init__(self, spec: OperatorSpec, fn: Callable[[Any], Any]) -> None:
@@ -131,18 +141,64 @@ class FlatMapOperator(ChainedOperator):
             collect(out, ts)
 
 
+class KeyedValues:
+    """``ctx.state`` on RocksDB: named values of the current key (``get``/``set``/``delete``)."""
+
+    def __init__(self, backend: Any) -> None:
+        self._backend = backend
+        self._handles: dict[str, Any] = {}
+
+    def _handle(self, name: str) -> Any:
+        handle = self._handles.get(name)
+        if handle is None:
+            handle = self._handles[name] = self._backend.value_state(name)
+        return handle
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._handle(name).value(default)
+
+    def set(self, name: str, value: Any) -> None:
+        self._handle(name).update(value)
+
+    def delete(self, name: str) -> None:
+        self._handle(name).clear()
+
+
 class ProcessContext:
-    """What a keyed process function sees for the record it is called with."""
+    """What a keyed process function sees for the record it is called with.
 
-    __slots__ = ("_output", "input", "key", "state", "task", "timestamp")
+    ``state`` holds named values per key; ``value_state``/``map_state``/``list_state``
+    give typed handles (with optional TTL) on the task's RocksDB state. Create
+    handles once (e.g. in a class's ``open``) and reuse them: they act on the
+    current key.
+    """
 
-    def __init__(self, output: Output, state: DictKeyedState, task: TaskInfo) -> None:
+    __slots__ = ("_backend", "_output", "input", "key", "state", "task", "timestamp")
+
+    def __init__(
+        self, output: Output, state: DictKeyedState | KeyedValues, task: TaskInfo, backend: Any
+    ) -> None:
         self._output = output
+        self._backend = backend
         self.state = state
         self.task = task
         self.key: Any = None
         self.input = 0
         self.timestamp: int | None = None
+
+    def value_state(self, name: str, ttl_ms: int | None = None) -> Any:
+        return self._require_backend().value_state(name, ttl_ms)
+
+    def map_state(self, name: str, ttl_ms: int | None = None) -> Any:
+        return self._require_backend().map_state(name, ttl_ms)
+
+    def list_state(self, name: str, ttl_ms: int | None = None) -> Any:
+        return self._require_backend().list_state(name, ttl_ms)
+
+    def _require_backend(self) -> Any:
+        if self._backend is None:
+            raise RuntimeError("typed state needs the RocksDB backend (run the job in a task)")
+        return self._backend
 
     def emit(self, value: Any, timestamp: int | None = None) -> None:
         """Send ``value`` downstream, with the input record's timestamp unless given."""
@@ -157,28 +213,35 @@ class KeyedProcessOperator(ChainedOperator):
         spec: OperatorSpec,
         fn_or_class: Callable[..., Any],
         key_fns: list[Callable[[Any], Any]],
+        backend: Any = None,
     ) -> None:
         super().__init__(spec)
         self.fn_or_class = fn_or_class
         self.key_fns = key_fns
-        self.state = DictKeyedState()
+        self.backend = backend
+        self.state: DictKeyedState | KeyedValues = (
+            DictKeyedState() if backend is None else KeyedValues(backend)
+        )
         self._fn: Callable[[ProcessContext, Any], Any] = fn_or_class
         self._ctx: ProcessContext | None = None
 
     def open(self, info: TaskInfo) -> None:
+        self._ctx = ProcessContext(self.output, self.state, info, self.backend)
         if self.spec.config.get("fn_kind") == "class":
             instance = self.fn_or_class()
             opener = getattr(instance, "open", None)
             if callable(opener):
-                opener(info)
+                opener(self._ctx)
             self._fn = instance.process
-        self._ctx = ProcessContext(self.output, self.state, info)
 
     def process(self, value: Any, ts: int | None, input_index: int) -> None:
         ctx = self._ctx
         assert ctx is not None, "open() was not called"
         key = self.key_fns[input_index](value)
-        self.state.current_key = key
+        if self.backend is None:
+            self.state.current_key = key  # type: ignore[union-attr]
+        else:
+            self.backend.set_current_key(key)
         ctx.key = key
         ctx.input = input_index
         ctx.timestamp = ts
@@ -198,7 +261,7 @@ class ChainOutput:
 
 
 def build_operator(
-    job: Job, spec: OperatorSpec, input_edges: tuple[JobEdge, ...]
+    job: Job, spec: OperatorSpec, input_edges: tuple[JobEdge, ...], backend: Any = None
 ) -> ChainedOperator:
     """The runtime operator for one ``OperatorSpec`` (not sources or sinks)."""
     fn = job.operator_function(spec)
@@ -215,7 +278,11 @@ def build_operator(
         assert fn is not None
         edges = sorted(input_edges, key=lambda e: e.input_index)
         key_fns = [job.key_function(e) or _no_key for e in edges]
-        return KeyedProcessOperator(spec, fn, key_fns)
+        return KeyedProcessOperator(spec, fn, key_fns, backend)
+    if spec.kind == OperatorKind.JOIN:
+        from streamer.runtime.join_factory import build_join
+
+        return build_join(job, spec, input_edges, backend)
     raise NotImplementedError(f"operator kind {spec.kind!s} ({spec.name}) has no runtime yet")
 
 
@@ -224,7 +291,7 @@ def _no_key(value: Any) -> Any:
 
 
 def build_chain(
-    job: Job, vertex: JobVertex, tail_output: Output, info: TaskInfo
+    job: Job, vertex: JobVertex, tail_output: Output, info: TaskInfo, backend: Any = None
 ) -> tuple[list[ChainedOperator], Output]:
     """Operators of ``vertex`` between its source head and sink tail, wired to ``tail_output``.
 
@@ -238,7 +305,7 @@ def build_chain(
     ]
     input_edges = job.job_graph.inputs_of(vertex.vertex_id)
     operators = [
-        build_operator(job, op, input_edges if i == 0 else ()) for i, op in enumerate(body)
+        build_operator(job, op, input_edges if i == 0 else (), backend) for i, op in enumerate(body)
     ]
     out: Output = tail_output
     for op in reversed(operators):

@@ -35,12 +35,16 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 from netlayer.events import CheckpointBarrier, EndOfPartition, Watermark
 from netlayer.gate import ChannelInfo, InputGate, UnavailableEvent
@@ -50,56 +54,23 @@ from streamer.api import load_job
 from streamer.connectors import KafkaSink, KafkaSource
 from streamer.graph import JobGraph, OperatorKind, Partitioner, TaskId
 from streamer.rpc import Message, RpcConnection, connect
-from streamer.runtime.operators import Output, TaskInfo, build_chain
+from streamer.runtime.checkpointing import BarrierAligner, task_dir
+from streamer.runtime.eventtime import IDLE_WATERMARK
+from streamer.runtime.operators import ChainedOperator, Output, TaskInfo, build_chain
+from streamer.runtime.outputs import SinkOutput, WriterOutput
 
 log = logging.getLogger(__name__)
 
 RUNNING, FINISHED, CANCELED, FAILED = "RUNNING", "FINISHED", "CANCELED", "FAILED"
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def parse_address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host, int(port)
-
-
-class WriterOutput:
-    """Chain tail feeding every output edge's ``RecordWriter`` (hash edges with their key)."""
-
-    __slots__ = ("_writers", "waits")
-
-    def __init__(self, writers: list[tuple[RecordWriter, Callable[[Any], Any] | None]]) -> None:
-        self._writers = writers
-        self.waits: list[Awaitable[None]] = []
-
-    def collect(self, value: Any, ts: int | None) -> None:
-        record = [ts, value]
-        for writer, key_fn in self._writers:
-            wait = writer.emit(record) if key_fn is None else writer.emit(record, key_fn(value))
-            if wait is not None:
-                self.waits.append(wait)
-
-    async def drain(self) -> None:
-        """Wait out the backpressure the last emits reported."""
-        while self.waits:
-            await self.waits.pop()
-
-
-class SinkOutput:
-    """Chain tail writing to Kafka."""
-
-    __slots__ = ("key_fn", "sink", "waits")
-
-    def __init__(self, sink: KafkaSink, key_fn: Callable[[Any], Any] | None) -> None:
-        self.sink = sink
-        self.key_fn = key_fn
-        self.waits: list[Awaitable[None]] = []
-
-    def collect(self, value: Any, ts: int | None) -> None:
-        key = None if self.key_fn is None else self.key_fn(value)
-        self.sink.write(value, key, timestamp=ts)
-
-    async def drain(self) -> None:
-        return None
 
 
 class Task:
@@ -141,6 +112,17 @@ class Task:
         self._main: asyncio.Task[None] | None = None
         self._cancel_requested = False
         self._background: set[asyncio.Future[None]] = set()
+        self.checkpoint_root: str | None = self.config.get("checkpoint_dir")
+        self.aligner: BarrierAligner | None = None
+        self.operators: list[ChainedOperator] = []
+        self.state_backend: Any = None
+        self.restore: dict[str, Any] = {}
+        self._triggers: list[int] = []
+        self.watermarks: Any = None  # SourceWatermarks (source) or WatermarkCombiner (inputs)
+        self.watermark: int | None = None
+        self.checkpoints_taken = 0
+        self._source_positions_at: dict[int, dict[str, Any]] = {}
+        self._idle_sent = False
 
     def __str__(self) -> str:
         return f"{self.job_id}/{self.task_id}@{self.attempt}"
@@ -247,6 +229,7 @@ class Task:
     async def _open_inputs(self, plan: dict[str, Any]) -> None:
         gates = self.eg.input_gates(self.task_id)
         restore: dict[str, Any] = plan.get("restore") or self.dep.get("restore") or {}
+        self.restore = restore
         head = self.vertex.operators[0]
         if head.kind == OperatorKind.KAFKA_SOURCE:
             self._open_source(head.config, restore.get("source"))
@@ -274,6 +257,10 @@ class Task:
             wait_for_unavailable=True,
         )
         await self.gate.start()
+        self.aligner = BarrierAligner(self.gate, self.gate.channels)  # type: ignore[arg-type]
+        from streamer.runtime.eventtime import WatermarkCombiner
+
+        self.watermarks = WatermarkCombiner(len(channels))
 
     def _open_source(self, config: dict[str, Any], snapshot: dict[str, Any] | None) -> None:
         self.source = KafkaSource(
@@ -312,11 +299,47 @@ class Task:
         """Wire the chain; returns the callable that takes ``(value, ts, input_index)``."""
         assert self.output is not None, f"vertex {self.vertex.vertex_id} has no output"
         tail: Output = self.output
-        operators, first = build_chain(self.job, self.vertex, tail, self.info)
+        if any(
+            op.kind in (OperatorKind.PROCESS, OperatorKind.JOIN) for op in self.vertex.operators
+        ):
+            self.state_backend = self._open_state_backend()
+        operators, first = build_chain(self.job, self.vertex, tail, self.info, self.state_backend)
+        self.operators = operators
+        from streamer.runtime.join_factory import RuntimeIntervalJoin, attach_late_output
+
+        for op in operators:
+            if isinstance(op, RuntimeIntervalJoin):
+                attach_late_output(op, self.config["bootstrap_servers"])
+            saved = self.restore.get("operators", {}).get(op.spec.uid)
+            if saved is not None or self.restore.get("keyed"):
+                op.restore_state(saved)  # None: rebuild in-memory indexes from the state
+        replay = self.restore.get("sink_replay_file")
+        if replay and isinstance(self.output, SinkOutput):
+            records = orjson.loads(Path(replay).read_bytes())
+            log.info(
+                "task %s: re-writing %d records of an uncommitted checkpoint", self, len(records)
+            )
+            self.output.replay(records)
         if operators:
             return operators[0].process
         collect = first.collect
         return lambda value, ts, _input: collect(value, ts)
+
+    def _open_state_backend(self) -> Any:
+        """RocksDB keyed state in this attempt's working directory, restored if asked."""
+        from streamer.graph import key_group_range
+        from streamer.state import KeyedStateBackend
+
+        base = Path(self.config.get("state_dir") or Path.cwd() / "streamer-state")
+        path = base / self.job_id / f"{str(self.task_id).replace('#', '-')}-a{self.attempt}"
+        shutil.rmtree(path, ignore_errors=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        maxp = self.vertex.max_parallelism
+        groups = key_group_range(self.task_id.subtask, maxp, self.vertex.parallelism)
+        sources = [(Path(d), meta) for d, meta in self.restore.get("keyed", [])]
+        if sources:
+            return KeyedStateBackend.restore(path, sources, max_parallelism=maxp, key_groups=groups)
+        return KeyedStateBackend.open(path, max_parallelism=maxp, key_groups=groups)
 
     # ------------------------------------------------------------- main loops
     async def _source_loop(self, head: Callable[[Any, int | None, int], None]) -> None:
@@ -324,8 +347,18 @@ class Task:
         output = self.output
         assert source is not None and output is not None
         loop = asyncio.get_running_loop()
-        assigner_uid = self.vertex.operators[0].config.get("timestamp_assigner")
+        config = self.vertex.operators[0].config
+        assigner_uid = config.get("timestamp_assigner")
         assigner = None if assigner_uid is None else self.job.function(assigner_uid)
+        bound = config.get("max_out_of_orderness_ms")
+        if bound is not None:
+            from streamer.runtime.eventtime import SourceWatermarks
+
+            idle_ms = int(self.config.get("idle_timeout_ms", 2000))
+            self.watermarks = SourceWatermarks(int(bound), idle_ms, _now_ms)
+            for partition in source.metrics.partitions:
+                self.watermarks.partition_added(partition)
+        marks = self.watermarks
         batch_size = int(self.config.get("source_batch", 500))
         while True:
             batch = await loop.run_in_executor(
@@ -333,14 +366,33 @@ class Task:
             )
             for rec in batch:
                 value = rec.value
-                head(value, rec.timestamp if assigner is None else assigner(value), 0)
+                ts = rec.timestamp if assigner is None else assigner(value)
+                if marks is not None:
+                    marks.on_event(rec.partition, ts)
+                head(value, ts, 0)
             self.records_processed += len(batch)
+            if marks is not None:
+                wm = marks.poll(_now_ms())
+                if wm == IDLE_WATERMARK:
+                    self._send_idle()
+                elif wm is not None:
+                    self._advance_watermark(wm)
             if output.waits:
                 await output.drain()
+            while self._triggers:
+                await self._source_checkpoint(self._triggers.pop(0))
             if not batch:
                 self._periodic_sink_commit()
                 if source.finished:
                     return
+
+    async def _source_checkpoint(self, checkpoint_id: int) -> None:
+        """Snapshot the positions after the last emitted record, then send the barrier."""
+        assert self.source is not None
+        loop = asyncio.get_running_loop()
+        positions = await loop.run_in_executor(self.kafka_thread, self.source.snapshot)
+        self._source_positions_at[checkpoint_id] = positions
+        self._snapshot(checkpoint_id, source=positions)
 
     async def _input_loop(self, head: Callable[[Any, int | None, int], None]) -> None:
         gate = self.gate
@@ -350,7 +402,7 @@ class Task:
         while True:
             batch = await gate.next_batch()
             if batch is None:
-                return  # every available channel reached EndOfPartition
+                return  # every channel reached EndOfPartition
             channel, items = batch
             inp = channel_input[channel]
             n = 0
@@ -366,13 +418,125 @@ class Task:
             self._periodic_sink_commit()
 
     def _on_event(self, channel: int, event: Any) -> None:
-        if isinstance(event, UnavailableEvent):
+        aligner = self.aligner
+        assert aligner is not None
+        if isinstance(event, CheckpointBarrier):
+            done = aligner.on_barrier(channel, event.checkpoint_id, time.monotonic())
+            if done is not None:
+                self._snapshot(done)
+        elif isinstance(event, Watermark):
+            self._on_combined(self.watermarks.on_watermark(channel, event.timestamp))
+        elif isinstance(event, UnavailableEvent):
             self.unavailable_events += 1
             log.info("task %s: channel %d unavailable (%s)", self, channel, event.reason)
-        elif isinstance(event, (Watermark, CheckpointBarrier, EndOfPartition)):
-            pass  # event time and checkpoints come with the state issue
+            self._on_combined(self.watermarks.set_available(channel, False))
+            done = aligner.on_channel_changed()
+            if done is not None:
+                self._snapshot(done)
+        elif isinstance(event, EndOfPartition):
+            self._on_combined(self.watermarks.on_end_of_partition(channel))
+            done = aligner.on_channel_changed()
+            if done is not None:
+                self._snapshot(done)
         else:
             log.warning("task %s: unknown event %r on channel %d", self, event, channel)
+
+    def _on_combined(self, wm: int | None) -> None:
+        """After the combiner saw an event: advance, or tell consumers we went idle."""
+        if wm is not None:
+            self._advance_watermark(wm)
+        idle = self.watermarks.idle
+        if idle and not self._idle_sent:
+            self._send_idle()
+        self._idle_sent = idle
+
+    def _send_idle(self) -> None:
+        """An idle marker goes to consumers only; it is not a time for our operators."""
+        event = Watermark(IDLE_WATERMARK)
+        for writer in self.writers:
+            writer.broadcast_event(event)
+
+    def _advance_watermark(self, wm: int) -> None:
+        """Event time moved to ``wm``: operators expire state, then the watermark goes on."""
+        self.watermark = wm
+        for op in self.operators:
+            op.on_watermark(wm)
+        event = Watermark(wm)
+        for writer in self.writers:
+            writer.broadcast_event(event)
+
+    # ------------------------------------------------------------ checkpoints
+    def _snapshot(self, checkpoint_id: int, *, source: dict[str, Any] | None = None) -> None:
+        """Write this task's part of checkpoint ``checkpoint_id``, forward the barrier, ack.
+
+        Runs on the loop between records, after alignment: the state is exactly
+        that of the records before the barrier on every channel.
+        """
+        if self.checkpoint_root is None:
+            return
+        started = time.monotonic()
+        directory = task_dir(self.checkpoint_root, checkpoint_id, str(self.task_id))
+        directory.mkdir(parents=True, exist_ok=True)
+        meta: dict[str, Any] = {"task": str(self.task_id), "attempt": self.attempt}
+        if source is not None:
+            meta["source"] = source
+        if self.state_backend is not None:
+            meta["keyed"] = self.state_backend.snapshot(directory / "keyed")
+        operators = {}
+        for op in self.operators:
+            saved = op.snapshot_state()
+            if saved is not None:
+                operators[op.spec.uid] = saved
+        if operators:
+            meta["operators"] = operators
+        if isinstance(self.output, SinkOutput):
+            pending = self.output.on_barrier(checkpoint_id)
+            if self.output.exactly_once:
+                (directory / "sink.json").write_bytes(orjson.dumps(pending))
+                meta["sink_records"] = len(pending)
+        (directory / "task.json").write_bytes(orjson.dumps(meta))
+        barrier = CheckpointBarrier(checkpoint_id, int(time.time() * 1000))
+        for writer in self.writers:
+            writer.broadcast_event(barrier)
+        self.checkpoints_taken += 1
+        body = {
+            "job_id": self.job_id,
+            "task": str(self.task_id),
+            "attempt": self.attempt,
+            "checkpoint_id": checkpoint_id,
+            "state": {
+                "dir": str(directory),
+                "keyed": meta.get("keyed"),
+                "source": source,
+                "sink_records": meta.get("sink_records"),
+                "snapshot_seconds": round(time.monotonic() - started, 4),
+            },
+        }
+        self._send("checkpoint_ack", body)
+
+    def _send(self, kind: str, body: dict[str, Any]) -> None:
+        if self.rpc is None or self.rpc.closed:
+            return
+        fut = asyncio.ensure_future(self.rpc.notify(kind, body))
+        self._background.add(fut)
+        fut.add_done_callback(self._background.discard)
+
+    def _checkpoint_complete(self, checkpoint_id: int) -> None:
+        if isinstance(self.output, SinkOutput):
+            self.output.on_complete(checkpoint_id)
+            body = {
+                "job_id": self.job_id,
+                "task": str(self.task_id),
+                "attempt": self.attempt,
+                "checkpoint_id": checkpoint_id,
+            }
+            self._send("checkpoint_committed", body)
+        positions = self._source_positions_at.pop(checkpoint_id, None)
+        for older in [c for c in self._source_positions_at if c < checkpoint_id]:
+            del self._source_positions_at[older]
+        if self.source is not None and positions is not None:
+            # for lag monitoring only: the checkpoint is what recovery uses
+            self.kafka_thread.submit(self.source.commit_offsets, positions)
 
     _last_sink_commit = 0.0
     _sink_epoch = 0
@@ -380,8 +544,8 @@ class Task:
     def _periodic_sink_commit(self) -> None:
         """Without checkpoints, a sink makes its output durable about once a second."""
         sink = self.sink
-        if sink is None:
-            return
+        if sink is None or self.checkpoint_root is not None:
+            return  # with checkpoints, the sink commits when they complete
         now = time.monotonic()
         if now - self._last_sink_commit < float(self.config.get("sink_commit_interval", 1.0)):
             return
@@ -435,6 +599,13 @@ class Task:
                 self.gate.producer_failed(index, reason="coordinator: producer failed")
         elif msg.kind == "update_partition_info":
             self._update_partition_info(conn, msg)
+        elif msg.kind == "trigger_checkpoint":
+            self._triggers.append(body["checkpoint_id"])
+        elif msg.kind == "checkpoint_complete":
+            self._checkpoint_complete(body["checkpoint_id"])
+        elif msg.kind == "checkpoint_abort":
+            if self.aligner is not None:
+                self.aligner.abort(body["checkpoint_id"])
         elif msg.kind == "cancel_task":
             self._cancel_requested = True
             if self._main is not None:
@@ -461,6 +632,8 @@ class Task:
             if never_ack:
                 log.warning("task %s: test hook swallows the channel update ack", self)
                 return
+            if error is None and self.watermarks is not None:
+                self.watermarks.set_available(index, True)
             reply = (
                 conn.reply(msg, "ack")
                 if error is None

@@ -143,6 +143,7 @@ class Worker:
             log_file=str(
                 task_log_path(self.work_dir, body["job_id"], body["task"], body["attempt"])
             ),
+            state_dir=str(self.work_dir / "state"),
         )
         deployment["config"] = config
         proc = await self.pool.deploy(deployment)

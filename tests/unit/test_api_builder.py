@@ -216,6 +216,7 @@ def test_multi_input_operators_get_the_default_parallelism() -> None:
         "lower_ms": -5,
         "upper_ms": 5,
         "has_fn": True,
+        "late_topic": None,
     }
     assert [o.uid for o in jg.vertex("j").operators] == ["j", "kafka_sink-0"]
 

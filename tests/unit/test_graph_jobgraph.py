@@ -82,7 +82,13 @@ def test_json_round_trip_is_exact_for_a_multi_input_join() -> None:
     assert JobGraph.from_json(jg.to_json().decode()) == jg
     match = again.vertex("match")
     assert match.head.kind is OperatorKind.JOIN
-    assert match.head.config == {"inputs": 3, "lower_ms": -1000, "upper_ms": 5000, "has_fn": False}
+    assert match.head.config == {
+        "inputs": 3,
+        "lower_ms": -1000,
+        "upper_ms": 5000,
+        "has_fn": False,
+        "late_topic": None,
+    }
     assert [(e.source_vertex, e.input_index, e.exchange) for e in again.inputs_of("match")] == [
         ("orders", 0, ExchangeType.PIPELINED),
         ("kafka_source-1", 1, ExchangeType.PIPELINED),

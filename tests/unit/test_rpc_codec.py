@@ -133,6 +133,13 @@ def test_builtin_kinds_are_registered_with_their_schemas() -> None:
         "status": ({"status"}, set()),
         "ok": (set(), set()),
         "error": ({"message"}, set()),
+        "trigger_checkpoint": ({"checkpoint_id"}, set()),
+        "checkpoint_ack": ({"job_id", "task", "attempt", "checkpoint_id", "state"}, set()),
+        "checkpoint_complete": ({"checkpoint_id"}, set()),
+        "checkpoint_abort": ({"checkpoint_id"}, set()),
+        "checkpoint_committed": ({"job_id", "task", "attempt", "checkpoint_id"}, set()),
+        "trigger_savepoint": ({"job_id", "directory"}, {"stop"}),
+        "savepoint": ({"path", "checkpoint_id"}, set()),
     }
     for kind, (required, optional) in expected.items():
         spec = REGISTRY.spec(kind)
@@ -146,18 +153,18 @@ def test_builtin_kinds_are_registered_with_their_schemas() -> None:
 
 def test_register_is_data_driven_and_idempotent() -> None:
     reg = Registry()
-    spec = reg.register("trigger_checkpoint", {"checkpoint_id": "int"}, {"note": "any"})
+    spec = reg.register("probe_kind", {"checkpoint_id": "int"}, {"note": "any"})
     assert spec.required == {"checkpoint_id": int} and spec.optional == {"note": object}
-    assert reg.register("trigger_checkpoint", {"checkpoint_id": int}, {"note": object}) is spec
+    assert reg.register("probe_kind", {"checkpoint_id": int}, {"note": object}) is spec
     with pytest.raises(ValueError, match="already registered"):
-        reg.register("trigger_checkpoint", {"checkpoint_id": str})
+        reg.register("probe_kind", {"checkpoint_id": str})
     with pytest.raises(ValueError, match="unsupported field type"):
         reg.register("bad_type", {"x": set})
     with pytest.raises(ValueError, match="both required and optional"):
         reg.register("both", {"x": int}, {"x": int})
     with pytest.raises(ValueError, match="message kind must match"):
         reg.register("Bad Kind")
-    frame = encode(Message("trigger_checkpoint", 1, {"checkpoint_id": 3}), registry=reg)
+    frame = encode(Message("probe_kind", 1, {"checkpoint_id": 3}), registry=reg)
     assert RpcDecoder(registry=reg).feed(frame)[0].body == {"checkpoint_id": 3}
     with pytest.raises(RpcSchemaError, match="unknown message kind"):
         RpcDecoder().feed(frame)  # not in the process-wide registry

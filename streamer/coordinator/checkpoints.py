@@ -1,0 +1,279 @@
+"""``CheckpointCoordinator``: triggers, completes and restores aligned checkpoints for one job.
+
+Every ``checkpoint_interval`` seconds (when every task runs and no failover is
+in progress) it triggers checkpoint ``n`` at the sources. Tasks snapshot their
+part into ``<root>/pending-<n>/<task>/`` (see ``runtime.checkpointing``) and ack;
+when every task acked, the storage completes the checkpoint atomically and the
+tasks are told ``checkpoint_complete`` (sinks commit their transactions then and
+report ``checkpoint_committed``). A checkpoint that times out or loses a task is
+aborted and counted.
+
+Restore plans (``restore_plan``) come from the latest valid completed checkpoint
+(or a savepoint): keyed state from every old subtask whose key groups overlap
+the new subtask's (this is how a savepoint restores at another parallelism),
+source positions merged per source vertex, and for an exactly-once sink whose
+transaction of that checkpoint never committed, the records to write again.
+
+Threading: the coordinator's loop; not thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from streamer.graph import TaskId, key_group_range
+from streamer.rpc import RpcError
+from streamer.state import CheckpointStorage
+
+if TYPE_CHECKING:
+    from streamer.coordinator.jobmaster import JobMaster
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Pending:
+    checkpoint_id: int
+    started: float
+    expected: set[TaskId]
+    handle: Any
+    acks: dict[TaskId, dict[str, Any]] = field(default_factory=dict)
+    savepoint: Path | None = None
+    done: asyncio.Future[Path] | None = None
+
+
+class CheckpointCoordinator:
+    def __init__(
+        self,
+        job: JobMaster,
+        root: Path,
+        *,
+        interval: float | None,
+        timeout: float = 60.0,
+        retained: int = 3,
+    ) -> None:
+        self.job = job
+        self.root = root
+        self.interval = interval
+        self.timeout = timeout
+        self.retained = retained
+        self.storage = CheckpointStorage(root)
+        self.next_id = 1
+        self.pending: _Pending | None = None
+        self.completed = 0
+        self.aborted = 0
+        self.abort_reasons: list[str] = []
+        self.history: list[dict[str, Any]] = []
+        self.committed: dict[TaskId, int] = {}
+        self.restored_from: dict[str, Any] | None = None
+
+    # --------------------------------------------------------------- trigger
+    async def run(self) -> None:
+        if self.interval is None:
+            return
+        while True:
+            await asyncio.sleep(min(self.interval, 0.25) if self.pending else self.interval)
+            if self.pending is not None:
+                if time.monotonic() - self.pending.started > self.timeout:
+                    self.abort(f"timed out after {self.timeout:g} s")
+                continue
+            if self.job.can_checkpoint():
+                await self.trigger()
+
+    async def trigger(self, savepoint: Path | None = None) -> asyncio.Future[Path]:
+        """Start checkpoint n; the returned future resolves to its completed path."""
+        checkpoint_id = self.next_id
+        self.next_id += 1
+        handle = self.storage.begin(checkpoint_id)
+        done: asyncio.Future[Path] = asyncio.get_running_loop().create_future()
+        expected = {t for t, te in self.job.tasks.items() if te.state == "RUNNING"}
+        self.pending = _Pending(
+            checkpoint_id, time.monotonic(), expected, handle, savepoint=savepoint, done=done
+        )
+        sources = [
+            t for t in expected if self.job.eg.vertex_of(t).operators[0].kind == "kafka_source"
+        ]
+        for task in sources:
+            conn = self.job.tasks[task].conn
+            if conn is not None:
+                with contextlib.suppress(ConnectionError, RpcError):
+                    await conn.notify("trigger_checkpoint", {"checkpoint_id": checkpoint_id})
+        return done
+
+    # ------------------------------------------------------------------ acks
+    def on_ack(self, body: dict[str, Any]) -> None:
+        pending = self.pending
+        task = TaskId.parse(body["task"])
+        if pending is None or body["checkpoint_id"] != pending.checkpoint_id:
+            return
+        if body["attempt"] != self.job.tasks[task].attempt:
+            return
+        pending.acks[task] = body["state"]
+        if pending.expected <= set(pending.acks):
+            self._complete(pending)
+
+    def _complete(self, pending: _Pending) -> None:
+        self.pending = None
+        duration = time.monotonic() - pending.started
+        tasks = {}
+        for task, state in pending.acks.items():
+            tasks[str(task)] = {
+                "dir": str(Path(state["dir"]).relative_to(pending.handle.path)),
+                "keyed": state.get("keyed"),
+                "source": state.get("source"),
+                "sink_records": state.get("sink_records"),
+                "snapshot_seconds": state.get("snapshot_seconds"),
+            }
+        vertices = {
+            v.vertex_id: {"parallelism": v.parallelism, "max_parallelism": v.max_parallelism}
+            for v in self.job.job.job_graph.vertices
+        }
+        metadata = {
+            "job_name": self.job.job.name,
+            "checkpoint_id": pending.checkpoint_id,
+            "tasks": tasks,
+            "vertices": vertices,
+            "duration_seconds": round(duration, 4),
+        }
+        try:
+            completed = self.storage.complete(pending.handle, metadata)
+        except OSError as exc:
+            self._abort(pending, f"could not store it: {exc}")
+            return
+        self.storage.retain(self.retained)
+        self.completed += 1
+        size = _dir_size(completed.path)
+        self._record(pending.checkpoint_id, "completed", duration, size=size)
+        log.info(
+            "checkpoint %d completed in %.3f s (%d bytes)", pending.checkpoint_id, duration, size
+        )
+        path = completed.path
+        if pending.savepoint is not None:
+            path = self.storage.savepoint(completed, pending.savepoint).path
+        for te in self.job.tasks.values():
+            if te.conn is not None and te.state == "RUNNING":
+                self.job.spawn_notify(
+                    te, "checkpoint_complete", {"checkpoint_id": pending.checkpoint_id}
+                )
+        if pending.done is not None and not pending.done.done():
+            pending.done.set_result(path)
+
+    def on_committed(self, body: dict[str, Any]) -> None:
+        task = TaskId.parse(body["task"])
+        self.committed[task] = max(self.committed.get(task, 0), body["checkpoint_id"])
+
+    def abort(self, reason: str) -> None:
+        if self.pending is not None:
+            self._abort(self.pending, reason)
+
+    def _abort(self, pending: _Pending, reason: str) -> None:
+        self.pending = None
+        self.aborted += 1
+        self.abort_reasons = [*self.abort_reasons[-9:], f"{pending.checkpoint_id}: {reason}"]
+        self.storage.abort(pending.handle)
+        self._record(
+            pending.checkpoint_id, "aborted", time.monotonic() - pending.started, reason=reason
+        )
+        log.warning("checkpoint %d aborted: %s", pending.checkpoint_id, reason)
+        for te in self.job.tasks.values():
+            if te.conn is not None:
+                self.job.spawn_notify(
+                    te, "checkpoint_abort", {"checkpoint_id": pending.checkpoint_id}
+                )
+        if pending.done is not None and not pending.done.done():
+            pending.done.set_exception(RuntimeError(f"checkpoint aborted: {reason}"))
+
+    def _record(self, checkpoint_id: int, outcome: str, duration: float, **extra: Any) -> None:
+        entry = {"id": checkpoint_id, "outcome": outcome, "seconds": round(duration, 4), **extra}
+        self.history = [*self.history[-19:], entry]
+
+    # --------------------------------------------------------------- restore
+    def latest(self) -> tuple[Any, list[str]]:
+        """The latest valid completed checkpoint, and why newer ones were skipped."""
+        choice = self.storage.latest()
+        reasons = [f"checkpoint {s.checkpoint_id}: {s.reason}" for s in choice.skipped]
+        if choice.skipped:
+            log.warning("%s", choice.describe())
+        return choice.checkpoint, reasons
+
+    def restore_plans(self, tasks: set[TaskId], source: Any = None) -> dict[TaskId, dict[str, Any]]:
+        """Restore instructions for ``tasks`` from ``source`` (a completed checkpoint or
+        savepoint), or from the latest valid checkpoint; empty dicts when there is none."""
+        skipped: list[str] = []
+        if source is None:
+            source, skipped = self.latest()
+        if source is None:
+            return {t: {} for t in tasks}
+        meta = source.metadata
+        self.restored_from = {
+            "checkpoint_id": meta["checkpoint_id"],
+            "path": str(source.path),
+            "skipped": skipped,
+            "at": time.time(),
+        }
+        if source.kind != "savepoint":
+            self.next_id = max(self.next_id, int(meta["checkpoint_id"]) + 1)
+        return {t: self._plan(t, source) for t in tasks}
+
+    def _plan(self, task: TaskId, source: Any) -> dict[str, Any]:
+        meta = source.metadata
+        old_tasks = meta["tasks"]
+        vertex = self.job.eg.vertex_of(task)
+        old_vertex = meta["vertices"].get(vertex.vertex_id)
+        plan: dict[str, Any] = {"checkpoint_id": meta["checkpoint_id"], "from": str(source.path)}
+        if old_vertex is None:
+            return plan  # a vertex the checkpoint does not know: starts empty
+        maxp = old_vertex["max_parallelism"]
+        old_p = old_vertex["parallelism"]
+        mine = key_group_range(task.subtask, maxp, vertex.parallelism)
+        keyed, positions, topic = [], {}, None
+        for i in range(old_p):
+            entry = old_tasks.get(f"{vertex.vertex_id}#{i}")
+            if entry is None:
+                continue
+            if entry.get("source"):
+                topic = entry["source"]["topic"]
+                positions.update(entry["source"]["positions"])
+            theirs = key_group_range(i, maxp, old_p)
+            overlaps = max(mine.start, theirs.start) < min(mine.stop, theirs.stop)
+            if entry.get("keyed") and overlaps:
+                keyed.append([str(source.path / entry["dir"] / "keyed"), entry["keyed"]])
+        if keyed:
+            plan["keyed"] = keyed
+        if topic is not None:
+            plan["source"] = {"topic": topic, "positions": positions}
+        own = old_tasks.get(str(task))
+        if own is not None and old_p == vertex.parallelism:
+            task_json = source.path / own["dir"] / "task.json"
+            with contextlib.suppress(OSError, orjson.JSONDecodeError):
+                saved = orjson.loads(task_json.read_bytes()).get("operators")
+                if saved:
+                    plan["operators"] = saved
+            uncommitted = self.committed.get(task, 0) < int(meta["checkpoint_id"])
+            if own.get("sink_records") and uncommitted and source.kind != "savepoint":
+                plan["sink_replay_file"] = str(source.path / own["dir"] / "sink.json")
+        return plan
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "interval": self.interval,
+            "completed": self.completed,
+            "aborted": self.aborted,
+            "in_progress": None if self.pending is None else self.pending.checkpoint_id,
+            "abort_reasons": self.abort_reasons,
+            "restored_from": self.restored_from,
+            "history": self.history,
+            "root": str(self.root),
+        }
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

@@ -1,0 +1,89 @@
+"""Where a chain's results go: the task's ``RecordWriter``s, or a Kafka sink.
+
+``SinkOutput`` with exactly-once delivery is a write-ahead sink on top of the
+transactional ``KafkaSink``: every record written since the last committed
+checkpoint is also kept here, in segments cut at barriers. At the barrier of
+checkpoint ``n`` the sink seals its transaction (``prepare_commit``) and the task
+stores the uncommitted records in the checkpoint; on ``checkpoint_complete(n)``
+it commits. If the task dies between completion and commit, the new attempt
+(restored from checkpoint ``n``) finds that ``n`` was never committed and writes
+those records again into its first transaction: nothing lost, nothing twice
+(librdkafka cannot resume a transaction of another producer, so this replaces
+Flink's re-commit). At-least-once sinks just flush at each barrier.
+
+Threading: the task's loop only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from netlayer.partition import RecordWriter
+from streamer.connectors import Delivery, KafkaSink
+
+
+class WriterOutput:
+    """Chain tail feeding every output edge's ``RecordWriter`` (hash edges with their key)."""
+
+    __slots__ = ("_writers", "waits")
+
+    def __init__(self, writers: list[tuple[RecordWriter, Callable[[Any], Any] | None]]) -> None:
+        self._writers = writers
+        self.waits: list[Awaitable[None]] = []
+
+    def collect(self, value: Any, ts: int | None) -> None:
+        record = [ts, value]
+        for writer, key_fn in self._writers:
+            wait = writer.emit(record) if key_fn is None else writer.emit(record, key_fn(value))
+            if wait is not None:
+                self.waits.append(wait)
+
+    async def drain(self) -> None:
+        """Wait out the backpressure the last emits reported."""
+        while self.waits:
+            await self.waits.pop()
+
+
+class SinkOutput:
+    """Chain tail writing to Kafka; see the module docstring for the exactly-once contract."""
+
+    __slots__ = ("_open", "_sealed", "exactly_once", "key_fn", "sink", "waits")
+
+    def __init__(self, sink: KafkaSink, key_fn: Callable[[Any], Any] | None) -> None:
+        self.sink = sink
+        self.key_fn = key_fn
+        self.exactly_once = sink.delivery is Delivery.EXACTLY_ONCE
+        self.waits: list[Awaitable[None]] = []
+        self._open: list[list[Any]] = []  # written since the last barrier
+        self._sealed: list[tuple[int, list[list[Any]]]] = []  # per barrier, not yet committed
+
+    def collect(self, value: Any, ts: int | None) -> None:
+        key = None if self.key_fn is None else self.key_fn(value)
+        self.sink.write(value, key, timestamp=ts)
+        if self.exactly_once:
+            self._open.append([key, value, ts])
+
+    async def drain(self) -> None:
+        return None
+
+    def on_barrier(self, checkpoint_id: int) -> list[list[Any]]:
+        """Seal the epoch; returns every record not yet committed (to store in the checkpoint)."""
+        self.sink.prepare_commit(checkpoint_id)
+        if not self.exactly_once:
+            return []
+        self._sealed.append((checkpoint_id, self._open))
+        self._open = []
+        return [r for _, records in self._sealed for r in records]
+
+    def on_complete(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` completed: commit every sealed epoch up to it."""
+        self.sink.commit(checkpoint_id)
+        self._sealed = [(cid, records) for cid, records in self._sealed if cid > checkpoint_id]
+
+    def replay(self, records: list[list[Any]]) -> None:
+        """Write the records of a checkpoint whose transaction never committed."""
+        for key, value, ts in records:
+            self.sink.write(value, key, timestamp=ts)
+            if self.exactly_once:
+                self._open.append([key, value, ts])

@@ -1,0 +1,215 @@
+"""State handles: `ValueState`, `MapState`, `ListState`.
+
+A handle is created once (by `KeyedStateBackend.value_state` and friends)
+and acts on the backend's current key. Same threading contract as the
+backend: the task's thread only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import rocksdict
+
+from streamer.state._layout import ABSENT, check_ttl, encode_value, successor
+
+if TYPE_CHECKING:
+    from streamer.state.keyed import KeyedStateBackend
+
+__all__ = ["ListState", "MapState", "ValueState"]
+
+
+class _StateHandle:
+    __slots__ = ("_backend", "_db", "_name", "_sid", "_ttl_ms")
+
+    def __init__(self, backend: KeyedStateBackend, name: str, sid: int, ttl_ms: int | None):
+        check_ttl(ttl_ms)
+        self._backend = backend
+        self._db = backend._db
+        self._name = name
+        self._sid = sid.to_bytes(2, "big")
+        self._ttl_ms = ttl_ms
+
+    @property
+    def name(self) -> str:
+        """The state's name."""
+        return self._name
+
+    @property
+    def ttl_ms(self) -> int | None:
+        """Time to live of entries written through this handle (None: forever)."""
+        return self._ttl_ms
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._name!r}, ttl_ms={self._ttl_ms})"
+
+
+class ValueState(_StateHandle):
+    """One orjson value per key."""
+
+    __slots__ = ()
+
+    def value(self, default: Any = None) -> Any:
+        """The current key's value, or ``default`` when absent or expired."""
+        raw = self._db.get(self._backend._prefix(self._sid))
+        if raw is None:
+            return default
+        value = self._backend._decode(raw)
+        return default if value is ABSENT else value
+
+    def update(self, value: Any) -> None:
+        """Set the current key's value (restarting its TTL)."""
+        self._db[self._backend._prefix(self._sid)] = encode_value(
+            value, self._backend._expiry(self._ttl_ms)
+        )
+
+    def clear(self) -> None:
+        """Remove the current key's value."""
+        self._db.delete(self._backend._prefix(self._sid))
+
+
+class MapState(_StateHandle):
+    """A map per key from orjson-able user keys to orjson values.
+
+    User keys are stored as ``orjson.dumps(k, option=OPT_SORT_KEYS)`` and
+    iterate in byte order of that encoding (so ``10`` sorts before ``9``);
+    they come back as ``orjson.loads`` of it (a tuple key comes back a list).
+    """
+
+    __slots__ = ()
+
+    @staticmethod
+    def _user_key(key: Any) -> bytes:
+        try:
+            return orjson.dumps(key, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError as exc:
+            raise TypeError(f"cannot use {type(key).__name__} as a map key: {exc}") from None
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        """The value under ``key``, or ``default`` when absent or expired."""
+        raw = self._db.get(self._backend._prefix(self._sid) + self._user_key(key))
+        if raw is None:
+            return default
+        value = self._backend._decode(raw)
+        return default if value is ABSENT else value
+
+    def put(self, key: Any, value: Any) -> None:
+        """Set ``key`` to ``value`` (restarting that entry's TTL)."""
+        self._db[self._backend._prefix(self._sid) + self._user_key(key)] = encode_value(
+            value, self._backend._expiry(self._ttl_ms)
+        )
+
+    def put_all(self, entries: Mapping[Any, Any] | Iterable[tuple[Any, Any]]) -> None:
+        """Put several entries in one atomic write."""
+        prefix = self._backend._prefix(self._sid)
+        expiry = self._backend._expiry(self._ttl_ms)
+        pairs = entries.items() if isinstance(entries, Mapping) else entries
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for key, value in pairs:
+            batch.put(prefix + self._user_key(key), encode_value(value, expiry))
+        if len(batch):
+            self._db.write(batch)
+
+    def remove(self, key: Any) -> None:
+        """Remove ``key`` (no error when absent)."""
+        self._db.delete(self._backend._prefix(self._sid) + self._user_key(key))
+
+    def contains(self, key: Any) -> bool:
+        """Whether ``key`` is present and not expired."""
+        raw = self._db.get(self._backend._prefix(self._sid) + self._user_key(key))
+        return raw is not None and self._backend._decode(raw) is not ABSENT
+
+    def __contains__(self, key: Any) -> bool:
+        return self.contains(key)
+
+    def _entries(self) -> Iterator[tuple[bytes, Any]]:
+        prefix = self._backend._prefix(self._sid)
+        now = self._backend._clock()
+        skip = len(prefix)
+        decode = self._backend._decode
+        for key, raw in self._backend._scan(prefix, successor(prefix)):
+            value = decode(raw, now)
+            if value is not ABSENT:
+                yield key[skip:], value
+
+    def items(self) -> Iterator[tuple[Any, Any]]:
+        """``(key, value)`` pairs of the current key's map, in user-key byte order."""
+        for user_key, value in self._entries():
+            yield orjson.loads(user_key), value
+
+    def keys(self) -> Iterator[Any]:
+        """The user keys, in byte order of their encoding."""
+        for user_key, _ in self._entries():
+            yield orjson.loads(user_key)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.keys()
+
+    def values(self) -> Iterator[Any]:
+        """The values, in user-key order."""
+        for _, value in self._entries():
+            yield value
+
+    def is_empty(self) -> bool:
+        """Whether the current key's map has no live entry."""
+        return next(self._entries(), None) is None
+
+    def clear(self) -> None:
+        """Remove every entry of the current key's map."""
+        self._backend._delete_prefix(self._backend._prefix(self._sid))
+
+
+class ListState(_StateHandle):
+    """A list per key of orjson values; each element is its own entry (and TTL)."""
+
+    __slots__ = ()
+
+    def get(self) -> list[Any]:
+        """The current key's live elements, in insertion order (``[]`` when none)."""
+        prefix = self._backend._prefix(self._sid)
+        now = self._backend._clock()
+        decode = self._backend._decode
+        out = []
+        for _, raw in self._backend._scan(prefix, successor(prefix)):
+            value = decode(raw, now)
+            if value is not ABSENT:
+                out.append(value)
+        return out
+
+    def add(self, value: Any) -> None:
+        """Append ``value``."""
+        prefix = self._backend._prefix(self._sid)
+        seq = self._backend._next_seq(prefix)
+        self._db[prefix + seq.to_bytes(8, "big")] = encode_value(
+            value, self._backend._expiry(self._ttl_ms)
+        )
+
+    def add_all(self, values: Iterable[Any]) -> None:
+        """Append every element of ``values`` in one atomic write."""
+        prefix = self._backend._prefix(self._sid)
+        seq = self._backend._next_seq(prefix)
+        expiry = self._backend._expiry(self._ttl_ms)
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for seq_no, value in enumerate(values, start=seq):
+            batch.put(prefix + seq_no.to_bytes(8, "big"), encode_value(value, expiry))
+        if len(batch):
+            self._db.write(batch)
+
+    def update(self, values: Iterable[Any]) -> None:
+        """Replace the list with ``values`` in one atomic write."""
+        prefix = self._backend._prefix(self._sid)
+        expiry = self._backend._expiry(self._ttl_ms)
+        encoded = [encode_value(value, expiry) for value in values]
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for key, _ in self._backend._scan(prefix, successor(prefix)):
+            batch.delete(key)
+        for seq_no, raw in enumerate(encoded):
+            batch.put(prefix + seq_no.to_bytes(8, "big"), raw)
+        if len(batch):
+            self._db.write(batch)
+
+    def clear(self) -> None:
+        """Remove every element."""
+        self._backend._delete_prefix(self._backend._prefix(self._sid))
