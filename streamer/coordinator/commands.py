@@ -67,13 +67,20 @@ def add_job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="job parameter, passed to the job function (repeatable)")  # fmt: skip
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                   help="job setting, e.g. channel_update_timeout=5 (repeatable)")  # fmt: skip
+                   help="job setting, e.g. checkpoint_interval=5 (repeatable)")  # fmt: skip
+    p.add_argument("--from-savepoint", metavar="PATH",
+                   help="start from this savepoint (any parallelism)")  # fmt: skip
 
 
 def job_config(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
     config: dict[str, Any] = {"strategy": args.strategy, "bootstrap_servers": bootstrap}
     config.update(parse_settings(args.settings, "setting"))
     config["params"] = {k: str(v) for k, v in parse_settings(args.param, "param").items()}
+    if args.from_savepoint:
+        path = Path(args.from_savepoint).resolve()
+        if not (path / "_metadata.json").is_file():
+            raise ConfigError(f"{path} is not a savepoint (no _metadata.json in it)")
+        config["from_savepoint"] = str(path)
     return config
 
 
@@ -99,6 +106,13 @@ def add_parsers(sub: Any) -> None:
             p.add_argument("job_id")
         p.add_argument("--coordinator", help="HOST:PORT")
         p.set_defaults(func=func)
+
+    p = sub.add_parser("savepoint", help="take a savepoint of a running job")
+    p.add_argument("job_id")
+    p.add_argument("--dir", help="where to write it (default: ./savepoints/<job>-<time>)")
+    p.add_argument("--stop", action="store_true", help="stop the job after the savepoint")
+    p.add_argument("--coordinator", help="HOST:PORT")
+    p.set_defaults(func=cmd_savepoint)
 
     p = sub.add_parser("kill-task", help="fault injection: SIGKILL one task process")
     p.add_argument("job_id")
@@ -147,6 +161,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     client(args).cancel(args.job_id)
     print(f"canceled {args.job_id}")
+    return 0
+
+
+def cmd_savepoint(args: argparse.Namespace) -> int:
+    import time
+
+    directory = Path(args.dir or Path.cwd() / "savepoints" / f"{args.job_id}-{int(time.time())}")
+    path = client(args).savepoint(args.job_id, str(directory.resolve()), stop=args.stop)
+    print(path)
+    if args.stop:
+        hint = f"streamer run MODULE:JOB --from-savepoint {path}"
+        print(f"job {args.job_id} stopped; resume with: {hint}", file=sys.stderr)
     return 0
 
 

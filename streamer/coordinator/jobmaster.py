@@ -183,7 +183,7 @@ class JobMaster:
         done = await self.checkpoints.trigger(savepoint=Path(directory))
         path = await asyncio.wait_for(done, self.checkpoints.timeout)
         if stop:
-            await asyncio.sleep(0.2)  # let sinks commit the savepoint's transactions
+            await self._wait_for_commits(checkpoint_id)
             await self.cancel()
         return str(path), checkpoint_id
 
@@ -231,7 +231,7 @@ class JobMaster:
         keys = (
             "bootstrap_servers", "buffer_timeout", "metrics_interval", "test_hooks",
             "log_level", "source_batch", "sink_commit_interval", "connect_timeout", "params",
-            "idle_timeout_ms",
+            "idle_timeout_ms", "checkpoint_interval",
         )  # fmt: skip
         config = {k: self.config[k] for k in keys if k in self.config}
         config["checkpoint_dir"] = self.config["checkpoint_dir"]
@@ -272,6 +272,21 @@ class JobMaster:
                 if restore:
                     body["restore"] = restore
                 self._spawn(conn.reply(msg, "task_plan", body))
+
+    async def _wait_for_commits(self, checkpoint_id: int, timeout: float = 30.0) -> None:
+        """Until every exactly-once sink committed ``checkpoint_id`` (stop-with-savepoint)."""
+        sinks = [
+            t
+            for t in self.eg.tasks
+            if self.eg.vertex_of(t).operators[-1].kind == "kafka_sink"
+            and self.eg.vertex_of(t).operators[-1].config.get("delivery") == "exactly_once"
+        ]
+        deadline = time.monotonic() + timeout
+        while any(self.checkpoints.committed.get(t, 0) < checkpoint_id for t in sinks):
+            if time.monotonic() > deadline:
+                log.warning("job %s: sinks did not commit savepoint %d", self.job_id, checkpoint_id)
+                return
+            await asyncio.sleep(0.02)
 
     def _restore_for(self, task: TaskId) -> dict[str, Any]:
         """The checkpoint restore plan; without one, a source resumes at its last report."""

@@ -46,5 +46,10 @@ class CoordinatorClient:
     def cancel(self, job_id: str) -> None:
         self.call("cancel_job", {"job_id": job_id})
 
+    def savepoint(self, job_id: str, directory: str, *, stop: bool = False) -> str:
+        """Take a savepoint into ``directory`` (absolute); returns its path."""
+        body = {"job_id": job_id, "directory": directory, "stop": stop}
+        return str(self.call("trigger_savepoint", body)["path"])
+
     def kill_task(self, job_id: str, task: str) -> None:
         self.call("kill_task", {"job_id": job_id, "task": task})

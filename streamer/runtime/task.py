@@ -138,6 +138,7 @@ class Task:
             head = self._build_operators()
             await self._report_state(RUNNING)
             metrics = asyncio.ensure_future(self._metrics_loop())
+            commits = asyncio.ensure_future(self._sink_commit_loop())
             self._main = asyncio.ensure_future(self._run_main(head))
             try:
                 await self._main
@@ -148,6 +149,7 @@ class Task:
                 state = CANCELED
             finally:
                 metrics.cancel()
+                commits.cancel()
             await self._finish(state)
         except Exception as exc:
             error = exc
@@ -543,16 +545,29 @@ class Task:
 
     def _periodic_sink_commit(self) -> None:
         """Without checkpoints, a sink makes its output durable about once a second."""
-        sink = self.sink
-        if sink is None or self.checkpoint_root is not None:
-            return  # with checkpoints, the sink commits when they complete
+        if self.sink is None or self.config.get("checkpoint_interval") is not None:
+            return  # with periodic checkpoints, the sink commits when they complete
         now = time.monotonic()
         if now - self._last_sink_commit < float(self.config.get("sink_commit_interval", 1.0)):
             return
         self._last_sink_commit = now
+        self._commit_sink_now()
+
+    async def _sink_commit_loop(self) -> None:
+        """Commit a quiet sink's output too (between batches, on the task's loop)."""
+        interval = float(self.config.get("sink_commit_interval", 1.0))
+        while True:
+            await asyncio.sleep(interval)
+            self._periodic_sink_commit()
+
+    def _commit_sink_now(self) -> None:
+        """Seal and commit everything written so far (not tied to a checkpoint)."""
+        assert isinstance(self.output, SinkOutput)
         self._sink_epoch += 1
-        sink.prepare_commit(self._sink_epoch)
-        sink.commit(self._sink_epoch)
+        # above every checkpoint id: it also covers an epoch a savepoint sealed
+        epoch = 1_000_000_000_000 + self._sink_epoch
+        self.output.on_barrier(epoch)
+        self.output.on_complete(epoch)
 
     # ----------------------------------------------------------------- finish
     async def _finish(self, state: str) -> None:
@@ -566,9 +581,7 @@ class Task:
                 except TimeoutError:
                     log.warning("task %s: consumers of %s did not drain", self, partition)
             if self.sink is not None:
-                self._sink_epoch += 1
-                self.sink.prepare_commit(self._sink_epoch)
-                self.sink.commit(self._sink_epoch)
+                self._commit_sink_now()
 
     async def _close(self) -> None:
         await self._send_metrics()
