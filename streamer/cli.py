@@ -12,6 +12,7 @@ from streamer.errors import StreamerError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from streamer.bench import failover as bench_commands
     from streamer.coordinator import commands as coordinator_commands
     from streamer.localkafka import commands as kafka_commands
     from streamer.runtime import commands as runtime_commands
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     kafka_commands.add_parser(sub)
     runtime_commands.add_parsers(sub)
     coordinator_commands.add_parsers(sub)
+    bench_commands.add_parsers(sub)
     return parser
 
 

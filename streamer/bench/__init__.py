@@ -1,0 +1,1 @@
+"""Benchmarks shipped with the package (``streamer bench ...``); never part of the tests."""
