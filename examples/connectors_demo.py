@@ -11,15 +11,14 @@ an ``orders`` topic with ``KafkaSink``, reads them back with two parallel
 from __future__ import annotations
 
 import argparse
-import contextlib
 import random
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 
 from streamer.connectors import KafkaSink, KafkaSource
 from streamer.errors import StreamerError
+from streamer.localkafka import broker_or_local
 from streamer.testing import TopicFactory, read_topic
 
 PARTITIONS = 4
@@ -32,20 +31,6 @@ def progress(label: str, done: int, total: int, started: float) -> None:
     sys.stdout.flush()
     if done >= total:
         sys.stdout.write("\n")
-
-
-@contextlib.contextmanager
-def broker(bootstrap: str | None) -> Iterator[str]:
-    if bootstrap:
-        yield bootstrap
-        return
-    from streamer.localkafka import LocalKafka
-
-    print("starting a local Apache Kafka broker (first run resolves its jars from Maven) ...")
-    started = time.monotonic()
-    with LocalKafka() as kafka:
-        print(f"  broker at {kafka.bootstrap_servers} in {time.monotonic() - started:.1f} s")
-        yield kafka.bootstrap_servers
 
 
 def sample_order(i: int, rng: random.Random) -> dict[str, object]:
@@ -121,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap-servers", help="use this broker instead of starting one")
     args = parser.parse_args(argv)
     try:
-        with broker(args.bootstrap_servers) as bootstrap:
+        with broker_or_local(args.bootstrap_servers) as bootstrap:
             return run(args.orders, bootstrap)
     except StreamerError as exc:
         print(f"error: {exc}", file=sys.stderr)

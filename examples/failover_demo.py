@@ -14,38 +14,23 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import logging
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from streamer.errors import StreamerError
+from streamer.localkafka import broker_or_local
 from streamer.testing import TopicFactory, read_topic
 from streamer.testing.cluster import LocalCluster, all_running
 from streamer.testing.feeder import EventFeeder
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@contextlib.contextmanager
-def kafka(bootstrap: str | None) -> Iterator[str]:
-    if bootstrap:
-        yield bootstrap
-        return
-    from streamer.localkafka import LocalKafka
-
-    print("starting Apache Kafka (the first run resolves its jars from Maven Central) ...")
-    started = time.monotonic()
-    with LocalKafka() as broker:
-        print(f"  broker at {broker.bootstrap_servers} in {time.monotonic() - started:.1f} s")
-        yield broker.bootstrap_servers
 
 
 def max_gaps(records: list[dict[str, Any]], start: float, end: float) -> dict[int, float]:
@@ -131,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("streamer.kafka.client").setLevel(logging.ERROR)  # transient retries
     try:
-        with kafka(args.bootstrap_servers) as bootstrap:
+        with broker_or_local(args.bootstrap_servers) as bootstrap:
             return run(args, bootstrap)
     except StreamerError as exc:
         print(f"error: {exc}", file=sys.stderr)

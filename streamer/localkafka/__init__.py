@@ -4,12 +4,13 @@
 ``$STREAMER_HOME``) and runs a single-node KRaft broker on 127.0.0.1.
 """
 
-from streamer.localkafka.broker import BrokerInfo, LocalKafka, free_port
+from streamer.localkafka.broker import BrokerInfo, LocalKafka, broker_or_local, free_port
 from streamer.localkafka.jars import kafka_version, resolve_kafka_jars, streamer_home
 
 __all__ = [
     "BrokerInfo",
     "LocalKafka",
+    "broker_or_local",
     "free_port",
     "kafka_version",
     "resolve_kafka_jars",

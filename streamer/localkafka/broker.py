@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -321,3 +322,20 @@ def read_state() -> BrokerInfo | None:
         return BrokerInfo(**json.loads(state_file().read_text()))
     except (OSError, ValueError, TypeError):
         return None
+
+
+@contextlib.contextmanager
+def broker_or_local(bootstrap: str | None, *, announce: bool = True) -> Iterator[str]:
+    """Yield ``bootstrap`` if given; else start a ``LocalKafka`` for the block and yield its."""
+    if bootstrap:
+        yield bootstrap
+        return
+    if announce:
+        print("starting a local Apache Kafka broker (the first run resolves its jars "
+              "from Maven Central) ...", flush=True)  # fmt: skip
+    started = time.monotonic()
+    with LocalKafka(quiet=not announce) as kafka:
+        if announce:
+            took = time.monotonic() - started
+            print(f"  Kafka at {kafka.bootstrap_servers} in {took:.1f} s", flush=True)
+        yield kafka.bootstrap_servers

@@ -10,15 +10,14 @@ coordinator and ``--workers`` workers, submits the job, shows live progress
 from __future__ import annotations
 
 import argparse
-import contextlib
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from streamer.coordinator.commands import add_job_options, job_config, remember_address
 from streamer.errors import ConfigError, StreamerError
+from streamer.localkafka import broker_or_local
 
 
 def add_parsers(sub: Any) -> None:
@@ -88,19 +87,6 @@ def ensure_topics(bootstrap: str, topics: list[str], partitions: int, create: bo
         print(f"created topic {topic} ({partitions} partitions)")
 
 
-@contextlib.contextmanager
-def _broker(bootstrap: str | None) -> Iterator[str]:
-    if bootstrap:
-        yield bootstrap
-        return
-    from streamer.localkafka import LocalKafka
-
-    print("starting a local Apache Kafka broker ...", flush=True)
-    with LocalKafka() as kafka:
-        print(f"Kafka at {kafka.bootstrap_servers}", flush=True)
-        yield kafka.bootstrap_servers
-
-
 def progress_line(status: dict[str, Any], elapsed: float, rate_in: float, rate_out: float) -> str:
     tasks = status["tasks"]
     running = sum(1 for t in tasks if t["state"] == "RUNNING")
@@ -131,7 +117,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGINT, on_signal)
     try:
-        with _broker(args.bootstrap_servers) as bootstrap:
+        with broker_or_local(args.bootstrap_servers) as bootstrap:
             ensure_topics(
                 bootstrap,
                 topics,

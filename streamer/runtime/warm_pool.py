@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -134,13 +133,3 @@ def task_log_path(work_dir: Path, job_id: str, task: str, attempt: int) -> Path:
     """Where a task process writes its stdout and stderr."""
     safe = task.replace("#", "-").replace("/", "_")
     return work_dir / job_id / f"{safe}.attempt{attempt}.log"
-
-
-def pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
