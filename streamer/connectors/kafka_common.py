@@ -50,7 +50,7 @@ def base_config(bootstrap: str, extra: dict[str, Any] | None) -> dict[str, Any]:
         "bootstrap.servers": bootstrap,
         "socket.connection.setup.timeout.ms": 10000,
         "logger": logging.getLogger("streamer.kafka.client"),  # librdkafka logs via logging
-        "log_level": 4,  # warnings and worse
+        "log_level": 3,  # errors only: librdkafka warns on routine retries
     }
     config.update(extra or {})
     return config
