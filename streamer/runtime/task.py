@@ -356,8 +356,12 @@ class Task:
         if bound is not None:
             from streamer.runtime.eventtime import SourceWatermarks
 
-            idle_ms = int(self.config.get("idle_timeout_ms", 2000))
-            self.watermarks = SourceWatermarks(int(bound), idle_ms, _now_ms)
+            # idleness is opt-in (as in Flink): declaring a slow partition idle lets the
+            # watermark pass its pending records, which then arrive late
+            idle = self.config.get("idle_timeout_ms")
+            self.watermarks = SourceWatermarks(
+                int(bound), None if idle is None else int(idle), _now_ms
+            )
             for partition in source.metrics.partitions:
                 self.watermarks.partition_added(partition)
         marks = self.watermarks
@@ -701,6 +705,15 @@ class Task:
             out["source"] = {**asdict(self.source.metrics), "snapshot": self._source_positions()}
         if self.sink is not None:
             out["sink"] = asdict(self.sink.metrics)
+        operators = {
+            op.spec.uid: asdict(op.metrics)
+            for op in self.operators
+            if hasattr(op, "metrics") and hasattr(op.metrics, "__dataclass_fields__")
+        }
+        if operators:
+            out["operators"] = operators
+        if self.watermark is not None:
+            out["watermark"] = self.watermark
         return out
 
     def _source_positions(self) -> dict[str, Any]:
