@@ -24,6 +24,7 @@ import platform
 import statistics
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +200,20 @@ def run_streamer(
             for k in ("detected_at", "deployed_at", "running_at", "channels_updated_at")
         },
         "fell_back": rec["fell_back"],
+        "late_records": sum(
+            sum(m.get("late_records", []))
+            for t in status["tasks"]
+            for m in t["metrics"].get("operators", {}).values()
+        ),
+        "lost_per_join_task": {
+            str(k): v
+            for k, v in sorted(
+                Counter(
+                    subtask_for_key(o, 128, JOIN_PARALLELISM)
+                    for o in oracle - {r["order_id"] for r in results}
+                ).items()
+            )
+        },
         "expected": diff.expected,
         "lost": diff.lost,
         "duplicated": diff.duplicated,

@@ -73,6 +73,7 @@ class CheckpointCoordinator:
         self.abort_reasons: list[str] = []
         self.history: list[dict[str, Any]] = []
         self.committed: dict[TaskId, int] = {}
+        self.last_completed: int = 0
         self.restored_from: dict[str, Any] | None = None
 
     # --------------------------------------------------------------- trigger
@@ -150,6 +151,7 @@ class CheckpointCoordinator:
             return
         self.storage.retain(self.retained)
         self.completed += 1
+        self.last_completed = max(self.last_completed, pending.checkpoint_id)
         size = _dir_size(completed.path)
         self._record(pending.checkpoint_id, "completed", duration, size=size)
         log.info(

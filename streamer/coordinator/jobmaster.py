@@ -273,14 +273,36 @@ class JobMaster:
                     body["restore"] = restore
                 self._spawn(conn.reply(msg, "task_plan", body))
 
-    async def _wait_for_commits(self, checkpoint_id: int, timeout: float = 30.0) -> None:
-        """Until every exactly-once sink committed ``checkpoint_id`` (stop-with-savepoint)."""
-        sinks = [
+    def _exactly_once_sinks(self, tasks: Any = None) -> list[TaskId]:
+        return [
             t
-            for t in self.eg.tasks
+            for t in (self.eg.tasks if tasks is None else tasks)
             if self.eg.vertex_of(t).operators[-1].kind == "kafka_sink"
             and self.eg.vertex_of(t).operators[-1].config.get("delivery") == "exactly_once"
         ]
+
+    async def _settle_commits(self, tasks: frozenset[TaskId], failed: TaskId) -> None:
+        """Before killing live exactly-once sinks, let them confirm the latest commit.
+
+        A sink commits checkpoint n, then tells us; a restore plan made before that
+        message arrives would have the new attempt write n's records again.
+        """
+        latest = self.checkpoints.last_completed
+        live = [
+            t
+            for t in self._exactly_once_sinks(tasks)
+            if t != failed and self.tasks[t].state == RUNNING
+        ]
+        deadline = time.monotonic() + 2.0
+        while any(self.checkpoints.committed.get(t, 0) < latest for t in live):
+            if time.monotonic() > deadline:
+                log.warning("job %s: sinks did not confirm checkpoint %d", self.job_id, latest)
+                return
+            await asyncio.sleep(0.005)
+
+    async def _wait_for_commits(self, checkpoint_id: int, timeout: float = 30.0) -> None:
+        """Until every exactly-once sink committed ``checkpoint_id`` (stop-with-savepoint)."""
+        sinks = self._exactly_once_sinks()
         deadline = time.monotonic() + timeout
         while any(self.checkpoints.committed.get(t, 0) < checkpoint_id for t in sinks):
             if time.monotonic() > deadline:
@@ -479,6 +501,7 @@ class JobMaster:
         """Kill every task of the set (old attempts), then redeploy them all as attempt+1."""
         if self.state != RUNNING:
             return
+        await self._settle_commits(tasks, failed)
         kills = []
         placements: dict[TaskId, str | None] = {}
         for task in tasks:

@@ -59,8 +59,11 @@ class SinkOutput:
         self._sealed: list[tuple[int, list[list[Any]]]] = []  # per barrier, not yet committed
 
     def collect(self, value: Any, ts: int | None) -> None:
+        # Kafka records get the produce time, not the event time: an old event time
+        # would make the broker roll and delete segments by retention (as in Flink,
+        # where writing event time as the record timestamp is opt-in)
         key = None if self.key_fn is None else self.key_fn(value)
-        self.sink.write(value, key, timestamp=ts)
+        self.sink.write(value, key)
         if self.exactly_once:
             self._open.append([key, value, ts])
 
@@ -84,6 +87,6 @@ class SinkOutput:
     def replay(self, records: list[list[Any]]) -> None:
         """Write the records of a checkpoint whose transaction never committed."""
         for key, value, ts in records:
-            self.sink.write(value, key, timestamp=ts)
+            self.sink.write(value, key)
             if self.exactly_once:
                 self._open.append([key, value, ts])
