@@ -74,6 +74,7 @@ class CheckpointCoordinator:
         self.history: list[dict[str, Any]] = []
         self.committed: dict[TaskId, int] = {}
         self.last_completed: int = 0
+        self._last_trigger = time.monotonic()  # the first one comes one interval in
         self.restored_from: dict[str, Any] | None = None
 
     # --------------------------------------------------------------- trigger
@@ -81,18 +82,20 @@ class CheckpointCoordinator:
         if self.interval is None:
             return
         while True:
-            await asyncio.sleep(min(self.interval, 0.25) if self.pending else self.interval)
+            await asyncio.sleep(min(self.interval, 0.1))
             if self.pending is not None:
                 if time.monotonic() - self.pending.started > self.timeout:
                     self.abort(f"timed out after {self.timeout:g} s")
                 continue
-            if self.job.can_checkpoint():
+            due = time.monotonic() - self._last_trigger >= self.interval
+            if due and self.job.can_checkpoint():
                 await self.trigger()
 
     async def trigger(self, savepoint: Path | None = None) -> asyncio.Future[Path]:
         """Start checkpoint n; the returned future resolves to its completed path."""
         checkpoint_id = self.next_id
         self.next_id += 1
+        self._last_trigger = time.monotonic()
         handle = self.storage.begin(checkpoint_id)
         done: asyncio.Future[Path] = asyncio.get_running_loop().create_future()
         expected = {t for t, te in self.job.tasks.items() if te.state == "RUNNING"}
