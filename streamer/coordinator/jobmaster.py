@@ -113,6 +113,12 @@ class JobMaster:
         self.job_ref = job_ref
         self.config = config
         self.job = load_job(job_ref, config.get("params"))
+        for edge in self.job.job_graph.edges:
+            if edge.exchange == ExchangeType.KAFKA:
+                raise StreamerError(
+                    f"edge {edge.edge_id} uses a kafka exchange, which the runtime does not "
+                    "run yet; use a pipelined exchange (remove .exchange('kafka'))"
+                )
         self.eg = self.job.execution_graph()
         self.strategy = make_strategy(config.get("strategy", "individual"), self.eg)
         self.backoff = RestartBackoff(
