@@ -27,6 +27,7 @@ from streamer.graph.jobgraph import (
     OperatorKind,
     OperatorSpec,
     Partitioner,
+    topological_order,
 )
 from streamer.graph.keygroups import DEFAULT_MAX_PARALLELISM
 
@@ -101,7 +102,9 @@ def chain(job_name: str, nodes: Sequence[StreamNode], edges: Sequence[StreamEdge
 
     chain_of: dict[str, str] = {}  # operator uid -> head uid of its chain
     chains: dict[str, list[StreamNode]] = {}  # head uid -> operators, in topological order
-    for uid in _topological_order([n.uid for n in nodes], inputs, outputs):
+    uids = [n.uid for n in nodes]
+    successors = {u: [e.target for e in outputs[u]] for u in uids}
+    for uid in topological_order(uids, successors, "job has a cycle; operators"):
         node = by_uid[uid]
         ins = inputs[uid]
         if len(ins) == 1 and is_chainable(ins[0], by_uid, out_degree, in_degree):
@@ -136,26 +139,3 @@ def chain(job_name: str, nodes: Sequence[StreamNode], edges: Sequence[StreamEdge
         if chain_of[e.source] != chain_of[e.target]
     )
     return JobGraph(job_name=job_name, vertices=vertices, edges=job_edges)
-
-
-def _topological_order(
-    uids: Sequence[str],
-    inputs: Mapping[str, Sequence[StreamEdge]],
-    outputs: Mapping[str, Sequence[StreamEdge]],
-) -> list[str]:
-    position = {u: i for i, u in enumerate(uids)}
-    pending = {u: len(inputs[u]) for u in uids}
-    ready = [u for u in uids if pending[u] == 0]
-    order: list[str] = []
-    while ready:
-        uid = ready.pop(0)
-        order.append(uid)
-        for e in outputs[uid]:
-            pending[e.target] -= 1
-            if pending[e.target] == 0:
-                ready.append(e.target)
-                ready.sort(key=position.__getitem__)
-    if len(order) != len(uids):
-        stuck = [u for u in uids if pending[u] > 0]
-        raise GraphError(f"job has a cycle; operators left unordered: {', '.join(stuck)}")
-    return order

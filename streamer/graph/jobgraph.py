@@ -15,7 +15,7 @@ and hold nothing but str/int/enums/tuples and the JSON-able ``config`` dicts.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,7 +212,7 @@ class JobGraph:
         object.__setattr__(self, "_by_id", by_id)
         object.__setattr__(self, "_inputs", inputs)
         object.__setattr__(self, "_outputs", outputs)
-        object.__setattr__(self, "_topo", _topological_order(self.vertices, outputs, inputs))
+        object.__setattr__(self, "_topo", _topological_order(self.vertices, outputs))
 
     # -- lookups ---------------------------------------------------------------
 
@@ -448,24 +448,38 @@ def _check_edges(
     )
 
 
-def _topological_order(
-    vertices: Iterable[JobVertex],
-    outputs: Mapping[str, tuple[JobEdge, ...]],
-    inputs: Mapping[str, tuple[JobEdge, ...]],
-) -> tuple[str, ...]:
-    order_ix = {v.vertex_id: i for i, v in enumerate(vertices)}
-    pending = {v: len(es) for v, es in inputs.items()}
-    ready = sorted((v for v, n in pending.items() if n == 0), key=order_ix.__getitem__)
+def topological_order(
+    ids: Sequence[str], successors: Mapping[str, Iterable[str]], what: str
+) -> list[str]:
+    """Kahn's order of ``ids`` (ties broken by their order in ``ids``).
+
+    Raises `GraphError` naming ``what`` (e.g. "job graph has a cycle; vertices")
+    and the ids left unordered when there is a cycle.
+    """
+    position = {x: i for i, x in enumerate(ids)}
+    pending = dict.fromkeys(ids, 0)
+    for x in ids:
+        for target in successors[x]:
+            pending[target] += 1
+    ready = [x for x in ids if pending[x] == 0]
     order: list[str] = []
     while ready:
-        vid = ready.pop(0)
-        order.append(vid)
-        for e in outputs[vid]:
-            pending[e.target_vertex] -= 1
-            if pending[e.target_vertex] == 0:
-                ready.append(e.target_vertex)
-                ready.sort(key=order_ix.__getitem__)
-    if len(order) != len(order_ix):
-        stuck = sorted((v for v, n in pending.items() if n > 0), key=order_ix.__getitem__)
-        raise GraphError(f"job graph has a cycle; vertices left unordered: {', '.join(stuck)}")
-    return tuple(order)
+        x = ready.pop(0)
+        order.append(x)
+        for target in successors[x]:
+            pending[target] -= 1
+            if pending[target] == 0:
+                ready.append(target)
+                ready.sort(key=position.__getitem__)
+    if len(order) != len(ids):
+        stuck = [x for x in ids if pending[x] > 0]
+        raise GraphError(f"{what} left unordered: {', '.join(stuck)}")
+    return order
+
+
+def _topological_order(
+    vertices: Iterable[JobVertex], outputs: Mapping[str, tuple[JobEdge, ...]]
+) -> tuple[str, ...]:
+    ids = [v.vertex_id for v in vertices]
+    successors = {v: [e.target_vertex for e in outputs[v]] for v in ids}
+    return tuple(topological_order(ids, successors, "job graph has a cycle; vertices"))
