@@ -134,9 +134,23 @@ class Coordinator:
         self._spawn(worker.conn.close(reason=why))
 
     async def _watch_heartbeats(self) -> None:
+        """Declare a worker lost after ``heartbeat_timeout`` of silence.
+
+        A stall of the coordinator's own loop (a long GC or disk pause) is not held
+        against the workers: their heartbeats were waiting, unread, in the sockets.
+        """
+        tick = self.heartbeat_interval / 2
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(self.heartbeat_interval / 2)
+            await asyncio.sleep(tick)
             now = time.monotonic()
+            stall = now - last - tick
+            last = now
+            if stall > tick:
+                log.warning("coordinator loop stalled for %.1f s; heartbeat clocks paused", stall)
+                for worker in self.workers.values():
+                    worker.last_heartbeat += stall
+                continue
             for worker in list(self.workers.values()):
                 silent = now - worker.last_heartbeat
                 if silent > self.heartbeat_timeout:

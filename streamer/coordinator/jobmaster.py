@@ -203,9 +203,8 @@ class JobMaster:
             return
         te = self.tasks[task]
         attempt = te.attempt
-        worker = self.coordinator.pick_worker(prefer)
-        if worker is None:
-            await self._fail_job(f"no worker has a free slot for {task}")
+        worker = await self._wait_for_slot(task, prefer)
+        if worker is None or self.state != RUNNING or te.attempt != attempt:
             return
         te.worker_id = worker.worker_id
         te.set_state(DEPLOYING)
@@ -232,6 +231,30 @@ class JobMaster:
         rec = self._active.get(task)
         if rec is not None and rec.deployed_at is None:
             rec.deployed_at = time.time()
+
+    async def _wait_for_slot(self, task: TaskId, prefer: str | None) -> WorkerInfo | None:
+        """A worker with a free slot, waiting up to ``slot_request_timeout`` for one
+        (a lost worker may be replaced, a finishing task may free one); None when the
+        job stopped meanwhile, or after failing the job when none came."""
+        worker = self.coordinator.pick_worker(prefer)
+        if worker is not None:
+            return worker
+        timeout = float(self.config.get("slot_request_timeout", 60.0))
+        deadline = time.monotonic() + timeout
+        log.warning("job %s: no free slot for %s; waiting up to %g s", self.job_id, task, timeout)
+        while self.state == RUNNING and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            worker = self.coordinator.pick_worker(prefer)
+            if worker is not None:
+                return worker
+        if self.state == RUNNING:
+            free = sum(w.free for w in self.coordinator.workers.values())
+            await self._fail_job(
+                f"no free slot for {task} within slot_request_timeout={timeout:g} s "
+                f"({len(self.coordinator.workers)} worker(s), {free} free slot(s)); "
+                "start more workers or lower the parallelism"
+            )
+        return None
 
     def _task_config(self) -> dict[str, Any]:
         keys = (

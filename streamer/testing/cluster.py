@@ -123,19 +123,36 @@ class LocalCluster:
         self.workers[worker_id] = proc
         return proc
 
-    def wait_for_workers(self, n: int, timeout: float = 60.0) -> None:
+    def workers_status(self) -> list[dict[str, Any]]:
+        """The coordinator's ``GET /workers``: id, host, pid, slots and used slots of
+        each live worker."""
         import urllib.request
 
+        url = f"http://127.0.0.1:{self.status_port}/workers"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            workers: list[dict[str, Any]] = orjson.loads(resp.read())
+        return workers
+
+    def wait_for_workers(self, n: int, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError):
-                url = f"http://127.0.0.1:{self.status_port}/workers"
-                with urllib.request.urlopen(url, timeout=2) as resp:
-                    if len(orjson.loads(resp.read())) >= n:
-                        return
+                if len(self.workers_status()) >= n:
+                    return
             time.sleep(0.1)
         self.stop()
         raise StreamerError(f"{n} workers did not register within {timeout:.0f} s")
+
+    def log_tails(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the coordinator's and each worker's log, for a
+        failure report."""
+        out = []
+        for name in ["coordinator", *self.workers]:
+            path = self.work_dir / f"{name}.log"
+            text = path.read_text(errors="replace") if path.exists() else "(no log)"
+            tail = "\n".join(text.splitlines()[-lines:])
+            out.append(f"----- {path} (last {lines} lines) -----\n{tail}")
+        return "\n".join(out)
 
     def kill_worker(self, worker_id: str) -> int:
         """SIGKILL a worker process (its task processes die with it). Returns its pid."""
