@@ -50,6 +50,8 @@ CREATED, DEPLOYING, RUNNING, FINISHED = "CREATED", "DEPLOYING", "RUNNING", "FINI
 FAILED, CANCELING, CANCELED = "FAILED", "CANCELING", "CANCELED"
 FINAL = (FINISHED, CANCELED, FAILED)
 
+Counters = dict[TaskId, tuple[int, int]]  # per peer task: (metrics attempt, counter value)
+
 
 @dataclass
 class TaskExecution:
@@ -63,6 +65,7 @@ class TaskExecution:
     data_address: str | None = None
     conn: RpcConnection | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    metrics_attempt: int = -1  # the attempt that sent ``metrics``; its counters start at 0
     error: str | None = None
     traceback: str | None = None
     state_since: float = field(default_factory=time.time)
@@ -138,6 +141,8 @@ class JobMaster:
         self._pending_hellos: dict[TaskId, tuple[RpcConnection, Message]] = {}
         self._kill_requests: dict[TaskId, float] = {}
         self._active: dict[TaskId, FailoverRecord] = {}
+        # per individual failover (record id): dropped and cleared counters at its start
+        self._loss_baselines: dict[int, tuple[Counters, Counters]] = {}
         self._background: set[asyncio.Future[Any]] = set()
         self.done = asyncio.Event()
         interval = config.get("checkpoint_interval")
@@ -381,6 +386,7 @@ class JobMaster:
         te = self.tasks.get(TaskId.parse(body["task"]))
         if te is not None and body["attempt"] == te.attempt:
             te.metrics = body["metrics"]
+            te.metrics_attempt = te.attempt
 
     def on_task_exited(self, body: dict[str, Any]) -> None:
         task = TaskId.parse(body["task"])
@@ -447,8 +453,7 @@ class JobMaster:
             await self._restart_set(to_restart, rec, failed=task)
 
     async def _restart_individual(self, task: TaskId, rec: FailoverRecord) -> None:
-        rec.records_dropped = -self._dropped_for(task)
-        rec.records_cleared = -self._cleared_for(task)
+        self._loss_baselines[rec.id] = (self._dropped_for(task), self._cleared_for(task))
         for producer in self.eg.producers_of(task, ExchangeType.PIPELINED):
             pe = self.tasks[producer]
             for rp in self.eg.result_partitions(producer):
@@ -554,6 +559,7 @@ class JobMaster:
                 log.warning("job %s: cancel during restart failed: %s", self.job_id, result)
         rec.records_dropped = None
         rec.records_cleared = None
+        self._loss_baselines.pop(rec.id, None)
         self._restore_plans.update(self.checkpoints.restore_plans(set(tasks)))
         await asyncio.gather(*(self._deploy(t, prefer=placements[t]) for t in tasks))
 
@@ -574,30 +580,42 @@ class JobMaster:
         self._spawn(self._count_losses(task, rec))
 
     async def _count_losses(self, task: TaskId, rec: FailoverRecord) -> None:
-        """Dropped and cleared records, from the next metrics reports after the failover."""
-        await asyncio.sleep(2.5 * float(self.config.get("metrics_interval", 1.0)))
-        rec.records_dropped = (rec.records_dropped or 0) + self._dropped_for(task)
-        rec.records_cleared = (rec.records_cleared or 0) + self._cleared_for(task)
+        """Dropped and cleared records, from the next metrics reports after the failover.
 
-    def _dropped_for(self, task: TaskId) -> int:
-        total = 0
+        Counters are per task attempt: a peer that restarted meanwhile counts from zero,
+        so each peer contributes its growth within one attempt, never a negative."""
+        await asyncio.sleep(2.5 * float(self.config.get("metrics_interval", 1.0)))
+        dropped_before, cleared_before = self._loss_baselines.pop(rec.id, ({}, {}))
+        rec.records_dropped = _growth(dropped_before, self._dropped_for(task))
+        rec.records_cleared = _growth(cleared_before, self._cleared_for(task))
+
+    def _dropped_for(self, task: TaskId) -> Counters:
+        """Per producer of ``task``: (metrics attempt, records it dropped for ``task``)."""
+        out: Counters = {}
         for producer in self.eg.producers_of(task, ExchangeType.PIPELINED):
-            parts = self.tasks[producer].metrics.get("partitions", {})
+            pe = self.tasks[producer]
+            parts = pe.metrics.get("partitions", {})
+            total = 0
             for rp in self.eg.result_partitions(producer):
                 if task in rp.subpartitions and rp.partition_id in parts:
                     total += parts[rp.partition_id]["dropped"][rp.subpartition_of(task)]
-        return total
+            out[producer] = (pe.metrics_attempt, total)
+        return out
 
-    def _cleared_for(self, task: TaskId) -> int:
-        total = 0
+    def _cleared_for(self, task: TaskId) -> Counters:
+        """Per consumer of ``task``: (metrics attempt, partial records of ``task`` cleared)."""
+        out: Counters = {}
         for consumer in self.eg.consumers_of(task, ExchangeType.PIPELINED):
-            channels = self.tasks[consumer].metrics.get("channels", [])
+            ce = self.tasks[consumer]
+            channels = ce.metrics.get("channels", [])
             offsets = self._gate_offsets(consumer)
+            total = 0
             for gate_index, _gate, channel in self._channels_of(task, consumer):
                 flat = offsets[gate_index] + channel
                 if flat < len(channels):
                     total += channels[flat]["cleared"]
-        return total
+            out[consumer] = (ce.metrics_attempt, total)
+        return out
 
     def _gate_offsets(self, task: TaskId) -> list[int]:
         offsets, n = [], 0
@@ -711,3 +729,13 @@ class JobMaster:
             "failovers": len(self.failovers),
             "failure_reason": self.failure_reason,
         }
+
+
+def _growth(before: Counters, after: Counters) -> int:
+    """How much the counters grew from ``before`` to ``after``; a peer whose attempt
+    changed in between counts all of its new attempt's value."""
+    total = 0
+    for peer, (attempt, value) in after.items():
+        old_attempt, old_value = before.get(peer, (attempt, 0))
+        total += value - old_value if old_attempt == attempt else value
+    return total
