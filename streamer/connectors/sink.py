@@ -13,6 +13,13 @@ Delivery modes:
   attempt fences the previous one (``init_transactions`` aborts its open
   transaction).
 
+Commit markers (exactly-once): each transaction also commits, through
+``send_offsets_to_transaction``, the offset ``epoch`` of ``<topic>[0]`` for the
+consumer group ``marker_group`` (``<transactional id>-<run id>-commits``). The marker
+commits or aborts with the records, so after ``open()`` fenced the previous attempt,
+``committed_epoch()`` says exactly which epochs reached Kafka, even when the attempt
+that committed them died before telling anyone.
+
 Threading: not thread-safe; one owner (the sink task's loop) calls every method.
 Ordering: records keep their write order per partition.
 """
@@ -84,6 +91,7 @@ class KafkaSink:
         transaction_timeout_ms: int = 60_000,
         metadata_timeout: float = DEFAULT_METADATA_TIMEOUT,
         producer_config: dict[str, Any] | None = None,
+        run_id: str = "run",
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
@@ -91,6 +99,7 @@ class KafkaSink:
         self.key_serde = get_serde(key_serde)
         self.value_serde = get_serde(value_serde)
         self.transactional_id = transactional_id(job, vertex, subtask)
+        self.marker_group = f"{self.transactional_id}-{run_id}-commits"
         self.metadata_timeout = metadata_timeout
         self.metrics = SinkMetrics()
         self._config = base_config(
@@ -101,6 +110,7 @@ class KafkaSink:
             self._config["transactional.id"] = self.transactional_id
             self._config["transaction.timeout.ms"] = transaction_timeout_ms
         self._producer: Any = None
+        self._markers: Any = None  # a consumer of marker_group that never subscribes
         self._error: str | None = None
         self._in_transaction = False
         self._txn_records = 0  # records produced into the open transaction
@@ -115,8 +125,35 @@ class KafkaSink:
         self._producer = Producer(self._config)
         topic_partitions(self._producer, self.topic, self.bootstrap_servers, self.metadata_timeout)
         if self.delivery is Delivery.EXACTLY_ONCE:
+            from confluent_kafka import Consumer
+
             self._call("init_transactions", self.metadata_timeout * 2)
+            self._markers = Consumer(
+                base_config(
+                    self.bootstrap_servers,
+                    {
+                        "group.id": self.marker_group,
+                        "enable.auto.commit": False,
+                        "isolation.level": "read_committed",  # stable offsets only
+                    },
+                )
+            )
             self._begin()
+
+    def committed_epoch(self, timeout: float = 30.0) -> int:
+        """The last epoch whose transaction committed (0: none). Exactly-once only; call
+        after ``open()``, which settled any transaction of an older attempt."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        if self._markers is None:
+            raise ConnectorError(f"sink {self.transactional_id} has no commit markers")
+        try:
+            (tp,) = self._markers.committed([TopicPartition(self.topic, 0)], timeout)
+        except KafkaException as exc:
+            raise ConnectorError(
+                f"sink {self.transactional_id}: cannot read its commit marker: {exc}"
+            ) from None
+        return max(0, int(tp.offset))
 
     def close(self) -> None:
         """Flush (at-least-once) or abort the open transaction (exactly-once), then close."""
@@ -130,6 +167,9 @@ class KafkaSink:
                 self._flush()
         finally:
             self._producer = None
+            if self._markers is not None:
+                self._markers.close()
+                self._markers = None
 
     # ------------------------------------------------------------------ writes
     def write(
@@ -205,7 +245,7 @@ class KafkaSink:
             return
         if epoch < self._sealed_epoch:
             return  # a late notification of an epoch already committed with a later one
-        self._commit_open()
+        self._commit_open(self._sealed_epoch)
         while self._held:
             sealed, records = self._held[0]
             self._held.pop(0)
@@ -215,13 +255,20 @@ class KafkaSink:
                 break  # records of the epoch in progress: the transaction stays open
             if sealed <= epoch:
                 self._flush_or_abort()
-                self._commit_open()
+                self._commit_open(sealed)
             else:
                 self._flush_or_abort()
                 self._sealed_epoch = sealed
                 return
 
-    def _commit_open(self) -> None:
+    def _commit_open(self, epoch: int) -> None:
+        """Commit the open transaction with the marker of ``epoch`` in it."""
+        from confluent_kafka import TopicPartition
+
+        marker = [TopicPartition(self.topic, 0, epoch)]
+        self._call(
+            "send_offsets_to_transaction", marker, self._markers.consumer_group_metadata(), 60.0
+        )
         self._call("commit_transaction", 60.0)
         self.metrics.transactions_committed += 1
         self._in_transaction = False

@@ -11,8 +11,10 @@ aborted and counted.
 Restore plans (``restore_plan``) come from the latest valid completed checkpoint
 (or a savepoint): keyed state from every old subtask whose key groups overlap
 the new subtask's (this is how a savepoint restores at another parallelism),
-source positions merged per source vertex, and for an exactly-once sink whose
-transaction of that checkpoint never committed, the records to write again.
+source positions merged per source vertex, and for an exactly-once sink not known
+to have committed that checkpoint, its uncommitted records per epoch: the new
+attempt writes again those after its commit marker (see ``runtime.outputs``), so a
+commit whose report never arrived is not written twice.
 
 Threading: the coordinator's loop; not thread-safe.
 """

@@ -307,32 +307,13 @@ class JobMaster:
                     body["restore"] = restore
                 self._spawn(conn.reply(msg, "task_plan", body))
 
-    def _exactly_once_sinks(self, tasks: Any = None) -> list[TaskId]:
+    def _exactly_once_sinks(self) -> list[TaskId]:
         return [
             t
-            for t in (self.eg.tasks if tasks is None else tasks)
+            for t in self.eg.tasks
             if self.eg.vertex_of(t).operators[-1].kind == "kafka_sink"
             and self.eg.vertex_of(t).operators[-1].config.get("delivery") == "exactly_once"
         ]
-
-    async def _settle_commits(self, tasks: frozenset[TaskId], failed: TaskId) -> None:
-        """Before killing live exactly-once sinks, let them confirm the latest commit.
-
-        A sink commits checkpoint n, then tells us; a restore plan made before that
-        message arrives would have the new attempt write n's records again.
-        """
-        latest = self.checkpoints.last_completed
-        live = [
-            t
-            for t in self._exactly_once_sinks(tasks)
-            if t != failed and self.tasks[t].state == RUNNING
-        ]
-        deadline = time.monotonic() + 2.0
-        while any(self.checkpoints.committed.get(t, 0) < latest for t in live):
-            if time.monotonic() > deadline:
-                log.warning("job %s: sinks did not confirm checkpoint %d", self.job_id, latest)
-                return
-            await asyncio.sleep(0.005)
 
     async def _wait_for_commits(self, checkpoint_id: int, timeout: float = 30.0) -> None:
         """Until every exactly-once sink committed ``checkpoint_id`` (stop-with-savepoint)."""
@@ -450,7 +431,7 @@ class JobMaster:
         if isinstance(self.strategy, RestartIndividual):
             await self._restart_individual(task, rec)
         else:
-            await self._restart_set(to_restart, rec, failed=task)
+            await self._restart_set(to_restart, rec)
 
     async def _restart_individual(self, task: TaskId, rec: FailoverRecord) -> None:
         self._loss_baselines[rec.id] = (self._dropped_for(task), self._cleared_for(task))
@@ -524,18 +505,15 @@ class JobMaster:
             assert isinstance(self.strategy, RestartIndividual)
             region = self.strategy.fallback(task)
             rec.tasks_restarted = sorted(str(t) for t in region)
-            await self._restart_set(region, rec, failed=task)
+            await self._restart_set(region, rec)
             return
         rec.channels_updated_at = time.time()
         self._complete(rec, task)
 
-    async def _restart_set(
-        self, tasks: frozenset[TaskId], rec: FailoverRecord, *, failed: TaskId
-    ) -> None:
+    async def _restart_set(self, tasks: frozenset[TaskId], rec: FailoverRecord) -> None:
         """Kill every task of the set (old attempts), then redeploy them all as attempt+1."""
         if self.state != RUNNING:
             return
-        await self._settle_commits(tasks, failed)
         kills = []
         placements: dict[TaskId, str | None] = {}
         for task in tasks:

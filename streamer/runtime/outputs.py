@@ -4,10 +4,12 @@
 transactional ``KafkaSink``: every record written since the last committed
 checkpoint is also kept here, in segments cut at barriers. At the barrier of
 checkpoint ``n`` the sink seals its transaction (``prepare_commit``) and the task
-stores the uncommitted records in the checkpoint; on ``checkpoint_complete(n)``
-it commits. If the task dies between completion and commit, the new attempt
-(restored from checkpoint ``n``) finds that ``n`` was never committed and writes
-those records again into its first transaction: nothing lost, nothing twice
+stores the uncommitted records in the checkpoint, per epoch; on
+``checkpoint_complete(n)`` it commits. If the task dies between completion and
+commit, the new attempt (restored from checkpoint ``n``) reads the sink's commit
+marker (``KafkaSink.committed_epoch``, written inside each transaction) and writes
+the records of every epoch after it again into its first transaction: nothing
+lost, nothing twice, whether or not the old attempt lived to report its commit
 (librdkafka cannot resume a transaction of another producer, so this replaces
 Flink's re-commit). At-least-once sinks just flush at each barrier.
 
@@ -70,23 +72,31 @@ class SinkOutput:
     async def drain(self) -> None:
         return None
 
-    def on_barrier(self, checkpoint_id: int) -> list[list[Any]]:
-        """Seal the epoch; returns every record not yet committed (to store in the checkpoint)."""
+    def on_barrier(self, checkpoint_id: int) -> list[tuple[int, list[list[Any]]]]:
+        """Seal the epoch; returns ``(epoch, records)`` of every epoch not yet committed
+        (to store in the checkpoint)."""
         self.sink.prepare_commit(checkpoint_id)
         if not self.exactly_once:
             return []
         self._sealed.append((checkpoint_id, self._open))
         self._open = []
-        return [r for _, records in self._sealed for r in records]
+        return list(self._sealed)
 
     def on_complete(self, checkpoint_id: int) -> None:
         """Checkpoint ``checkpoint_id`` completed: commit every sealed epoch up to it."""
         self.sink.commit(checkpoint_id)
         self._sealed = [(cid, records) for cid, records in self._sealed if cid > checkpoint_id]
 
-    def replay(self, records: list[list[Any]]) -> None:
-        """Write the records of a checkpoint whose transaction never committed."""
-        for key, value, ts in records:
-            self.sink.write(value, key)
-            if self.exactly_once:
-                self._open.append([key, value, ts])
+    def replay(self, epochs: list[tuple[int, list[list[Any]]]], committed: int) -> int:
+        """Write again the records of every epoch after ``committed`` (the sink's commit
+        marker); returns how many."""
+        written = 0
+        for epoch, records in epochs:
+            if epoch <= committed:
+                continue
+            for key, value, ts in records:
+                self.sink.write(value, key)
+                if self.exactly_once:
+                    self._open.append([key, value, ts])
+            written += len(records)
+        return written

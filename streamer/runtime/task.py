@@ -36,6 +36,7 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import time
 import traceback
 from collections.abc import Callable
@@ -292,6 +293,7 @@ class Task:
             delivery=config.get("delivery", "at_least_once"),
             key_serde=config.get("key_serde", "str"),
             value_serde=config.get("value_serde", "json"),
+            run_id=self.job_id,
         )
         self.sink.open()
         key_uid = config.get("key_fn")
@@ -317,15 +319,21 @@ class Task:
                 op.restore_state(saved)  # None: rebuild in-memory indexes from the state
         replay = self.restore.get("sink_replay_file")
         if replay and isinstance(self.output, SinkOutput):
-            records = orjson.loads(Path(replay).read_bytes())
-            log.info(
-                "task %s: re-writing %d records of an uncommitted checkpoint", self, len(records)
-            )
-            self.output.replay(records)
+            self._replay_sink(Path(replay), self.output)
         if operators:
             return operators[0].process
         collect = first.collect
         return lambda value, ts, _input: collect(value, ts)
+
+    def _replay_sink(self, path: Path, output: SinkOutput) -> None:
+        """Write again what the restored checkpoint holds beyond the sink's commit marker."""
+        epochs = [(int(e), records) for e, records in orjson.loads(path.read_bytes())]
+        committed = output.sink.committed_epoch()
+        written = output.replay(epochs, committed)
+        log.info(
+            "task %s: commit marker at epoch %d; re-wrote %d records of later epochs",
+            self, committed, written,
+        )  # fmt: skip
 
     def _open_state_backend(self) -> Any:
         """RocksDB keyed state in this attempt's working directory, restored if asked."""
@@ -499,7 +507,7 @@ class Task:
             pending = self.output.on_barrier(checkpoint_id)
             if self.output.exactly_once:
                 (directory / "sink.json").write_bytes(orjson.dumps(pending))
-                meta["sink_records"] = len(pending)
+                meta["sink_records"] = sum(len(records) for _, records in pending)
         (directory / "task.json").write_bytes(orjson.dumps(meta))
         barrier = CheckpointBarrier(checkpoint_id, int(time.time() * 1000))
         for writer in self.writers:
@@ -530,6 +538,9 @@ class Task:
     def _checkpoint_complete(self, checkpoint_id: int) -> None:
         if isinstance(self.output, SinkOutput):
             self.output.on_complete(checkpoint_id)
+            die_at = self.hooks.get("die_after_commit", {}).get(str(self.task_id))
+            if self.attempt == 0 and die_at is not None and checkpoint_id >= die_at:
+                os.kill(os.getpid(), signal.SIGKILL)  # committed, and nobody was told
             body = {
                 "job_id": self.job_id,
                 "task": str(self.task_id),

@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 
 
 def submit(
-    cluster: LocalCluster, bootstrap: str, topics: TopicFactory, strategy: str
+    cluster: LocalCluster, bootstrap: str, topics: TopicFactory, strategy: str, **extra: Any
 ) -> tuple[str, str, str]:
     src, out = topics.create(8), topics.create(4)
     job_id = cluster.submit(
@@ -37,6 +37,7 @@ def submit(
             "checkpoint_interval": 0.5,
             "checkpoint_dir": str(cluster.work_dir / "checkpoints"),
             "params": {"in": src, "out": out, "delivery": "exactly_once"},
+            **extra,
         },
     )
     cluster.wait_for(job_id, all_running, what="all running")
@@ -122,3 +123,33 @@ def test_individual_loses_only_the_failed_key_groups(
     lost = report.lost_per_key_group()
     assert set(lost) <= {kg for kg in range(64, 96)}  # count#2 owns key groups 64..95
     assert cluster.status(job_id)["checkpoints"]["restored_from"]["checkpoint_id"] >= 3
+
+
+def test_a_sink_that_dies_right_after_its_commit_is_not_written_twice(
+    cluster: LocalCluster, kafka_bootstrap: str, kafka_topics: TopicFactory
+) -> None:
+    """sink#1 commits checkpoint n (n >= 4) and dies before anyone hears of it: the
+    coordinator restores n believing it uncommitted; the commit marker says otherwise."""
+    job_id, src, out = submit(
+        cluster,
+        kafka_bootstrap,
+        kafka_topics,
+        "region",
+        test_hooks={"die_after_commit": {"sink#1": 4}},
+    )
+    feeder = EventFeeder(kafka_bootstrap, src, rate=250, keys=32).start()
+    status = cluster.wait_for(job_id, failovers_done(1), what="recovery of sink#1")
+    rec = status["failovers"][0]
+    assert (rec["task"], rec["cause"]) == ("sink#1", "process killed by signal 9")
+    restored = status["checkpoints"]["restored_from"]["checkpoint_id"]
+    assert restored >= 4
+    more_checkpoints(cluster, job_id, 2)
+    time.sleep(1.0)
+    produced = feeder.stop()
+    total = sum(produced.values())
+    outputs = committed_outputs(kafka_bootstrap, out, total)
+    report = check_sequences(produced, outputs)
+    assert report.exact, report.summary()
+    assert len(outputs) == total
+    log = next((cluster.work_dir / "workers").rglob("sink-1.attempt1.log")).read_text()
+    assert f"commit marker at epoch {restored}; re-wrote 0 records of later epochs" in log

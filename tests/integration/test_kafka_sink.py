@@ -123,3 +123,66 @@ def test_sink_to_unknown_topic_is_a_clear_error(kafka_bootstrap: str) -> None:
     sink = KafkaSink(kafka_bootstrap, "missing-topic-abc")
     with pytest.raises(ConnectorError, match=r"^topic .missing-topic-abc. does not exist at"):
         sink.open()
+
+
+def test_commit_markers_say_which_epochs_committed(
+    kafka_bootstrap: str, kafka_topics: TopicFactory
+) -> None:
+    topic = kafka_topics.create(2)
+    job = f"markers-{topic}"
+    sink = KafkaSink(
+        kafka_bootstrap, topic, job=job, vertex="v", delivery="exactly_once", run_id="run1"
+    )
+    sink.open()
+    assert sink.committed_epoch() == 0
+    sink.write({"e": 1})
+    sink.prepare_commit(1)
+    sink.commit(1)
+    assert sink.committed_epoch() == 1
+    sink.write({"e": 2})
+    sink.prepare_commit(2)
+    sink.write({"e": 3})
+    sink.prepare_commit(3)
+    sink.commit(3)  # commits the transactions of 2 and 3
+    assert sink.committed_epoch() == 3
+    sink.write({"e": 4})
+    sink.prepare_commit(4)
+    sink.abort()  # the marker of 4 is aborted with its records
+    assert sink.committed_epoch() == 3
+    sink.close()
+    assert values(kafka_bootstrap, topic, expected=3, idle=0.5) == [{"e": 1}, {"e": 2}, {"e": 3}]
+    other_run = KafkaSink(
+        kafka_bootstrap, topic, job=job, vertex="v", delivery="exactly_once", run_id="run2"
+    )
+    other_run.open()  # another run of the job (say, from a savepoint) has its own markers
+    assert other_run.committed_epoch() == 0
+    other_run.close()
+
+
+def test_a_commit_by_an_attempt_that_died_is_seen_by_the_next(
+    kafka_bootstrap: str, kafka_topics: TopicFactory
+) -> None:
+    topic = kafka_topics.create(1)
+    job = f"died-{topic}"
+    old = KafkaSink(kafka_bootstrap, topic, job=job, vertex="sink", delivery="exactly_once")
+    old.open()
+    old.write({"attempt": 0})
+    old.prepare_commit(5)
+    old.commit(5)
+    old.write({"attempt": 0, "after": 5})  # in the next transaction, never committed
+    # the old attempt dies here: never closed, and nobody hears of its commit of 5
+    new = KafkaSink(kafka_bootstrap, topic, job=job, vertex="sink", delivery="exactly_once")
+    new.open()  # fences the old attempt, aborting its open transaction
+    assert new.committed_epoch() == 5
+    new.close()
+    assert values(kafka_bootstrap, topic, expected=1, idle=1.0) == [{"attempt": 0}]
+
+
+def test_committed_epoch_needs_an_exactly_once_sink(
+    kafka_bootstrap: str, kafka_topics: TopicFactory
+) -> None:
+    sink = KafkaSink(kafka_bootstrap, kafka_topics.create(1))
+    sink.open()
+    with pytest.raises(ConnectorError, match="has no commit markers"):
+        sink.committed_epoch()
+    sink.close()
