@@ -110,6 +110,16 @@ def state_file() -> Path:
     return streamer_home() / "run" / "kafka.json"
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id (a url-safe base64 UUID, as Kafka makes them). Never one
+    that starts with "-", which the storage tool would take for an option (as Kafka's
+    own ``Uuid.randomUuid`` avoids)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
 class LocalKafka:
     """Start and stop one local broker. Use as a context manager or call start()/stop()."""
 
@@ -195,7 +205,7 @@ class LocalKafka:
 
     def _format(self, jvm: list[str], config: Path) -> None:
         assert self.data_dir is not None
-        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cid = new_cluster_id()
         proc = subprocess.run(
             [*jvm, f"-Dstreamer.log.file={self.data_dir / 'format.log'}",
              "kafka.tools.StorageTool", "format", "-t", cid, "-c", str(config)],
