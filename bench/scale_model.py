@@ -511,8 +511,8 @@ class SimJobMaster(JobMaster):
         super()._complete(rec, task)
         self._observe(rec)
 
-    def _check_restart_done(self, rec: FailoverRecord) -> None:
-        super()._check_restart_done(rec)
+    def _check_restart_done(self, rec: FailoverRecord, task: TaskId) -> None:
+        super()._check_restart_done(rec, task)
         self._observe(rec)
 
     def _observe(self, rec: FailoverRecord) -> None:

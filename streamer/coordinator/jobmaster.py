@@ -139,6 +139,11 @@ class JobMaster:
         self.ended_at: float | None = None
         self.failovers: list[FailoverRecord] = []
         self._pending_hellos: dict[TaskId, tuple[RpcConnection, Message]] = {}
+        # a pending hello's producers without a data address yet, and the reverse index
+        self._waiting_on: dict[TaskId, set[TaskId]] = {}
+        self._waiters: dict[TaskId, set[TaskId]] = {}
+        # per region/full failover (record id): (its tasks, those not RUNNING yet)
+        self._restarting: dict[int, tuple[frozenset[TaskId], set[TaskId]]] = {}
         self._kill_requests: dict[TaskId, float] = {}
         self._active: dict[TaskId, FailoverRecord] = {}
         # per individual failover (record id): dropped and cleared counters at its start
@@ -283,29 +288,45 @@ class JobMaster:
         te.pid = msg.body["pid"]
         te.data_address = msg.body["data_address"] or None
         self._pending_hellos[task] = (conn, msg)
-        self._answer_hellos()
+        self._answer_hello(task)
+        if te.data_address is not None:
+            for waiter in self._waiters.pop(task, ()):
+                waiting = self._waiting_on.get(waiter)
+                if waiting is not None:
+                    waiting.discard(task)
+                    if not waiting:
+                        self._answer_hello(waiter)
 
-    def _answer_hellos(self) -> None:
-        for task, (conn, msg) in list(self._pending_hellos.items()):
-            inputs: list[list[dict[str, Any]]] = []
-            for gate in self.eg.input_gates(task):
-                channels = []
-                for producer in gate.channels:
-                    pe = self.tasks[producer]
-                    if pe.data_address is None:
-                        break
-                    channels.append({"address": pe.data_address, "attempt": pe.attempt})
-                else:
-                    inputs.append(channels)
-                    continue
-                break
-            else:
-                del self._pending_hellos[task]
-                body: dict[str, Any] = {"inputs": inputs}
-                restore = self._restore_for(task)
-                if restore:
-                    body["restore"] = restore
-                self._spawn(conn.reply(msg, "task_plan", body))
+    def _answer_hello(self, task: TaskId) -> None:
+        """Send ``task`` its plan if every producer's address is known; else note which
+        producers it waits for (their hellos answer it). O(channels) per call."""
+        entry = self._pending_hellos.get(task)
+        if entry is None:
+            return
+        missing = {p for p in self.eg.producers_of(task) if self.tasks[p].data_address is None}
+        if missing:
+            self._waiting_on[task] = missing
+            for producer in missing:
+                self._waiters.setdefault(producer, set()).add(task)
+            return
+        self._forget_hello(task)
+        inputs = [
+            [
+                {"address": self.tasks[p].data_address, "attempt": self.tasks[p].attempt}
+                for p in gate.channels
+            ]
+            for gate in self.eg.input_gates(task)
+        ]
+        body: dict[str, Any] = {"inputs": inputs}
+        restore = self._restore_for(task)
+        if restore:
+            body["restore"] = restore
+        conn, msg = entry
+        self._spawn(conn.reply(msg, "task_plan", body))
+
+    def _forget_hello(self, task: TaskId) -> None:
+        self._pending_hellos.pop(task, None)
+        self._waiting_on.pop(task, None)
 
     def _exactly_once_sinks(self) -> list[TaskId]:
         return [
@@ -350,7 +371,7 @@ class JobMaster:
                 if rec.strategy == "individual" and not rec.fell_back:
                     self._spawn(self._update_consumers(task, rec))
                 else:
-                    self._check_restart_done(rec)
+                    self._check_restart_done(rec, task)
         elif state == FINISHED:
             te.set_state(FINISHED)
             self._release_slot(te)
@@ -404,7 +425,7 @@ class JobMaster:
         te.conn = None
         te.data_address = None
         self.checkpoints.abort(f"task {task} failed")
-        self._pending_hellos.pop(task, None)
+        self._forget_hello(task)
         self._release_slot(te)
         log.warning("job %s: task %s@%d failed: %s", self.job_id, task, attempt, cause)
         rec = FailoverRecord(
@@ -438,11 +459,9 @@ class JobMaster:
         for producer in self.eg.producers_of(task, ExchangeType.PIPELINED):
             pe = self.tasks[producer]
             for rp in self.eg.result_partitions(producer):
-                if task in rp.subpartitions and pe.conn is not None:
-                    body = {
-                        "partition_id": rp.partition_id,
-                        "subpartition": rp.subpartition_of(task),
-                    }
+                subpartition = rp.find_subpartition(task)
+                if subpartition is not None and pe.conn is not None:
+                    body = {"partition_id": rp.partition_id, "subpartition": subpartition}
                     self._spawn(self._notify(pe, "consumer_failed", body))
         for consumer in self.eg.consumers_of(task, ExchangeType.PIPELINED):
             for gate_index, _gate, channel in self._channels_of(task, consumer):
@@ -461,9 +480,9 @@ class JobMaster:
         """``(gate position, gate, channel)`` of each channel of ``consumer`` fed by ``producer``"""
         out = []
         for position, gate in enumerate(self.eg.input_gates(consumer)):
-            for channel, p in enumerate(gate.channels):
-                if p == producer:
-                    out.append((position, gate, channel))
+            channel = gate.find_channel(producer)
+            if channel is not None:
+                out.append((position, gate, channel))
         return out
 
     async def _notify(self, te: TaskExecution, kind: str, body: dict[str, Any]) -> None:
@@ -529,7 +548,7 @@ class JobMaster:
             te.attempt += 1
             te.conn = None
             te.data_address = None
-            self._pending_hellos.pop(task, None)
+            self._forget_hello(task)
             self._active[task] = rec
         results = await asyncio.gather(*kills, return_exceptions=True)
         for result in results:
@@ -538,18 +557,27 @@ class JobMaster:
         rec.records_dropped = None
         rec.records_cleared = None
         self._loss_baselines.pop(rec.id, None)
+        self._restarting[rec.id] = (tasks, set(tasks))
         self._restore_plans.update(self.checkpoints.restore_plans(set(tasks)))
-        await asyncio.gather(*(self._deploy(t, prefer=placements[t]) for t in tasks))
+        ordered = [t for t in self.eg.tasks if t in tasks]  # producers first: fewer waits
+        await asyncio.gather(*(self._deploy(t, prefer=placements[t]) for t in ordered))
 
-    def _check_restart_done(self, rec: FailoverRecord) -> None:
-        tasks = [TaskId.parse(t) for t in rec.tasks_restarted]
-        if all(self.tasks[t].state == RUNNING for t in tasks):
-            rec.channels_updated_at = time.time()
-            for t in tasks:
-                if self._active.get(t) is rec:
-                    del self._active[t]
-            rec.completed_at = rec.channels_updated_at
-            rec.status = "done"
+    def _check_restart_done(self, rec: FailoverRecord, task: TaskId) -> None:
+        """``task`` of ``rec``'s restart set runs; the failover is done with the last one."""
+        entry = self._restarting.get(rec.id)
+        if entry is None:
+            return
+        tasks, outstanding = entry
+        outstanding.discard(task)
+        if outstanding:
+            return
+        del self._restarting[rec.id]
+        rec.channels_updated_at = time.time()
+        for t in tasks:
+            if self._active.get(t) is rec:
+                del self._active[t]
+        rec.completed_at = rec.channels_updated_at
+        rec.status = "done"
 
     def _complete(self, rec: FailoverRecord, task: TaskId) -> None:
         rec.completed_at = time.time()
@@ -575,8 +603,9 @@ class JobMaster:
             parts = pe.metrics.get("partitions", {})
             total = 0
             for rp in self.eg.result_partitions(producer):
-                if task in rp.subpartitions and rp.partition_id in parts:
-                    total += parts[rp.partition_id]["dropped"][rp.subpartition_of(task)]
+                subpartition = rp.find_subpartition(task)
+                if subpartition is not None and rp.partition_id in parts:
+                    total += parts[rp.partition_id]["dropped"][subpartition]
             out[producer] = (pe.metrics_attempt, total)
         return out
 

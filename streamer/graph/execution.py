@@ -78,14 +78,20 @@ class InputGate:
         """The subpartition index this consumer reads in each producer's partition."""
         return self.consumer.subtask if self.edge.is_all_to_all else 0
 
+    def find_channel(self, producer: TaskId) -> int | None:
+        """The channel index fed by ``producer``, or None; O(1): channel ``c`` of an
+        all-to-all gate is producer subtask ``c``, a forward gate has channel 0 only."""
+        c = producer.subtask if self.edge.is_all_to_all else 0
+        if c < len(self.channels) and self.channels[c] == producer:
+            return c
+        return None
+
     def channel_of(self, producer: TaskId) -> int:
         """The channel index fed by ``producer``; `GraphError` if it feeds none."""
-        try:
-            return self.channels.index(producer)
-        except ValueError:
-            raise GraphError(
-                f"{producer} does not feed gate {self.gate_index} of {self.consumer}"
-            ) from None
+        c = self.find_channel(producer)
+        if c is None:
+            raise GraphError(f"{producer} does not feed gate {self.gate_index} of {self.consumer}")
+        return c
 
 
 @dataclass(frozen=True)
@@ -111,12 +117,20 @@ class ResultPartition:
         """How the bytes travel to the consumers."""
         return self.edge.exchange
 
+    def find_subpartition(self, consumer: TaskId) -> int | None:
+        """The subpartition index read by ``consumer``, or None; O(1) like
+        `InputGate.find_channel`."""
+        s = consumer.subtask if self.edge.is_all_to_all else 0
+        if s < len(self.subpartitions) and self.subpartitions[s] == consumer:
+            return s
+        return None
+
     def subpartition_of(self, consumer: TaskId) -> int:
         """The subpartition index read by ``consumer``; `GraphError` if it reads none."""
-        try:
-            return self.subpartitions.index(consumer)
-        except ValueError:
-            raise GraphError(f"{consumer} does not read partition {self.partition_id}") from None
+        s = self.find_subpartition(consumer)
+        if s is None:
+            raise GraphError(f"{consumer} does not read partition {self.partition_id}")
+        return s
 
 
 @dataclass(frozen=True)
@@ -217,12 +231,8 @@ class ExecutionGraph:
         Usually one; several when the same stream feeds several inputs (a self-join).
         """
         self._check(producer)
-        return tuple(
-            (g.gate_index, c)
-            for g in self.input_gates(consumer)
-            for c, p in enumerate(g.channels)
-            if p == producer
-        )
+        found = ((g.gate_index, g.find_channel(producer)) for g in self.input_gates(consumer))
+        return tuple((gate, c) for gate, c in found if c is not None)
 
     def upstream(self, task: TaskId) -> frozenset[TaskId]:
         """Every task ``task`` transitively depends on (excluding itself)."""
