@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from streamer.api import load_job
 from streamer.coordinator.backoff import RestartBackoff
 from streamer.coordinator.checkpoints import CheckpointCoordinator
+from streamer.coordinator.directory import ChannelDirectory
 from streamer.coordinator.failover import RestartIndividual, make_strategy
 from streamer.errors import StreamerError
 from streamer.graph import ExchangeType, TaskId
@@ -133,15 +134,13 @@ class JobMaster:
         )
         self.channel_update_timeout = float(config.get("channel_update_timeout", 10.0))
         self.tasks = {t: TaskExecution(t) for t in self.eg.tasks}
+        self.directory = ChannelDirectory(self.eg, self.tasks)
         self.state = CREATED
         self.failure_reason: str | None = None
         self.started_at = time.time()
         self.ended_at: float | None = None
         self.failovers: list[FailoverRecord] = []
         self._pending_hellos: dict[TaskId, tuple[RpcConnection, Message]] = {}
-        # a pending hello's producers without a data address yet, and the reverse index
-        self._waiting_on: dict[TaskId, set[TaskId]] = {}
-        self._waiters: dict[TaskId, set[TaskId]] = {}
         # per region/full failover (record id): (its tasks, those not RUNNING yet)
         self._restarting: dict[int, tuple[frozenset[TaskId], set[TaskId]]] = {}
         self._kill_requests: dict[TaskId, float] = {}
@@ -218,7 +217,8 @@ class JobMaster:
             return
         te.worker_id = worker.worker_id
         te.set_state(DEPLOYING)
-        te.pid = te.data_address = None
+        te.pid = None
+        self.directory.set_address(te, None)
         te.conn = None
         worker.used += 1
         body: dict[str, Any] = {
@@ -286,37 +286,22 @@ class JobMaster:
             return
         te.conn = conn
         te.pid = msg.body["pid"]
-        te.data_address = msg.body["data_address"] or None
+        ready = self.directory.set_address(te, msg.body["data_address"] or None)
         self._pending_hellos[task] = (conn, msg)
         self._answer_hello(task)
-        if te.data_address is not None:
-            for waiter in self._waiters.pop(task, ()):
-                waiting = self._waiting_on.get(waiter)
-                if waiting is not None:
-                    waiting.discard(task)
-                    if not waiting:
-                        self._answer_hello(waiter)
+        for waiter in ready:
+            self._answer_hello(waiter)
 
     def _answer_hello(self, task: TaskId) -> None:
-        """Send ``task`` its plan if every producer's address is known; else note which
-        producers it waits for (their hellos answer it). O(channels) per call."""
+        """Send ``task`` its plan if every producer's address is known; else it waits
+        in the directory, and a producer's hello answers it."""
         entry = self._pending_hellos.get(task)
         if entry is None:
             return
-        missing = {p for p in self.eg.producers_of(task) if self.tasks[p].data_address is None}
-        if missing:
-            self._waiting_on[task] = missing
-            for producer in missing:
-                self._waiters.setdefault(producer, set()).add(task)
+        inputs = self.directory.inputs(task)
+        if inputs is None:
             return
-        self._forget_hello(task)
-        inputs = [
-            [
-                {"address": self.tasks[p].data_address, "attempt": self.tasks[p].attempt}
-                for p in gate.channels
-            ]
-            for gate in self.eg.input_gates(task)
-        ]
+        del self._pending_hellos[task]
         body: dict[str, Any] = {"inputs": inputs}
         restore = self._restore_for(task)
         if restore:
@@ -326,7 +311,7 @@ class JobMaster:
 
     def _forget_hello(self, task: TaskId) -> None:
         self._pending_hellos.pop(task, None)
-        self._waiting_on.pop(task, None)
+        self.directory.forget(task)
 
     def _exactly_once_sinks(self) -> list[TaskId]:
         return [
@@ -423,7 +408,7 @@ class JobMaster:
         now = time.time()
         te.set_state(FAILED)
         te.conn = None
-        te.data_address = None
+        self.directory.set_address(te, None)
         self.checkpoints.abort(f"task {task} failed")
         self._forget_hello(task)
         self._release_slot(te)
@@ -547,7 +532,7 @@ class JobMaster:
             te.set_state(CANCELING)
             te.attempt += 1
             te.conn = None
-            te.data_address = None
+            self.directory.set_address(te, None)
             self._forget_hello(task)
             self._active[task] = rec
         results = await asyncio.gather(*kills, return_exceptions=True)
