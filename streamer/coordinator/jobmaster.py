@@ -98,7 +98,7 @@ class FailoverRecord:
     fell_back: bool = False
     fallback_reason: str | None = None
     fallback_at: float | None = None  # when the individual protocol gave up
-    status: str = "in_progress"  # in_progress | done | job_failed
+    status: str = "in_progress"  # in_progress | done | job_failed | superseded
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -135,6 +135,7 @@ class JobMaster:
         self.channel_update_timeout = float(config.get("channel_update_timeout", 10.0))
         self.tasks = {t: TaskExecution(t) for t in self.eg.tasks}
         self.directory = ChannelDirectory(self.eg, self.tasks)
+        self._graph_dict = self.job.job_graph.to_dict()  # immutable; sent with every deploy
         self.state = CREATED
         self.failure_reason: str | None = None
         self.started_at = time.time()
@@ -224,7 +225,7 @@ class JobMaster:
         body: dict[str, Any] = {
             "job_id": self.job_id,
             "job_ref": self.job_ref,
-            "job_graph": self.job.job_graph.to_dict(),
+            "job_graph": self._graph_dict,
             "task": str(task),
             "attempt": attempt,
             "config": self._task_config(),
@@ -431,6 +432,9 @@ class JobMaster:
         if decision.delay_s:
             await asyncio.sleep(decision.delay_s)
         if self.state != RUNNING:
+            return
+        if te.attempt != attempt:  # during the delay, another failover's restart took it
+            rec.status = "superseded"
             return
         to_restart = self.strategy.tasks_to_restart(task, cause)
         rec.tasks_restarted = sorted(str(t) for t in to_restart)
@@ -695,7 +699,7 @@ class JobMaster:
             "failure_reason": self.failure_reason,
             "started_at": self.started_at,
             "ended_at": self.ended_at,
-            "graph": self.job.job_graph.to_dict(),
+            "graph": self._graph_dict,
             "tasks": tasks,
             "failovers": [r.to_dict() for r in self.failovers],
             "checkpoints": self.checkpoints.status(),

@@ -302,3 +302,29 @@ def test_source_and_sink_tasks_recover(
 
     cluster.wait_for(job_id, new_attempts_working, what="new attempts read and write")
     feeder.stop()
+
+
+def test_a_failure_during_the_restart_delay_joins_the_pending_region_restart(
+    cluster: LocalCluster, kafka_bootstrap: str, kafka_topics: TopicFactory
+) -> None:
+    """Two tasks die within the restart delay: one region restart, not two."""
+    job_id, feeder, _out = start_keyed(
+        cluster, kafka_bootstrap, kafka_topics, "region", restart_delay=1.0
+    )
+    cluster.kill_task(job_id, "count#0")
+    cluster.kill_task(job_id, "count#1")
+    status = cluster.wait_for(
+        job_id,
+        lambda s: (
+            len(s["failovers"]) == 2
+            and [f["status"] for f in s["failovers"]] == ["done", "superseded"]
+            and all_running(s)
+        ),
+        what="one region restart for both failures",
+    )
+    time.sleep(1.5)  # the superseded failure must not restart anything later either
+    feeder.stop()
+    status = cluster.status(job_id)
+    assert [f["task"] for f in status["failovers"]] == ["count#0", "count#1"]
+    assert status["failovers"][0]["tasks_restarted"] == ALL_TASKS
+    assert attempts(status) == dict.fromkeys(ALL_TASKS, 1)
