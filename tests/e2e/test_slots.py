@@ -4,6 +4,7 @@ with a reason that says what to do. Real processes, real Kafka."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,22 +18,28 @@ REPO = Path(__file__).resolve().parents[2]
 KEYED = "examples.keyed_count:job"  # 8 tasks: events x2 -> count x4 -> sink x2
 
 
+def run_keyed(cluster: LocalCluster, bootstrap: str, src: str, out: str, **extra: Any) -> str:
+    """Submit the keyed job (individual restarts) and wait until all its tasks run."""
+    job_id = cluster.submit(
+        KEYED,
+        {
+            "strategy": "individual",
+            "bootstrap_servers": bootstrap,
+            "params": {"in": src, "out": out},
+            **extra,
+        },
+    )
+    cluster.wait_for(job_id, all_running, what="all tasks running")
+    return job_id
+
+
 def test_a_redeploy_without_a_slot_fails_the_job_after_the_timeout(
     tmp_path: Path, kafka_bootstrap: str, kafka_topics: TopicFactory
 ) -> None:
     """Two workers of 4 slots run the 8 tasks; one dies and no worker replaces it."""
     src, out = kafka_topics.create(2), kafka_topics.create(2)
     with LocalCluster(2, slots=4, warm=1, work_dir=tmp_path / "c", cwd=REPO) as cluster:
-        job_id = cluster.submit(
-            KEYED,
-            {
-                "strategy": "individual",
-                "bootstrap_servers": kafka_bootstrap,
-                "params": {"in": src, "out": out},
-                "slot_request_timeout": 1.0,
-            },
-        )
-        cluster.wait_for(job_id, all_running, what="all tasks running")
+        job_id = run_keyed(cluster, kafka_bootstrap, src, out, slot_request_timeout=1.0)
         cluster.kill_worker("w1")
         status = cluster.wait_for(job_id, lambda s: s["state"] == "FAILED", what="job FAILED")
         reason = status["failure_reason"]
@@ -47,16 +54,7 @@ def test_a_redeploy_waits_for_a_new_worker(
     """The only worker dies; its tasks wait for slots and run on the worker that replaces it."""
     src, out = kafka_topics.create(8), kafka_topics.create(4)
     with LocalCluster(1, slots=8, warm=1, work_dir=tmp_path / "c", cwd=REPO) as cluster:
-        job_id = cluster.submit(
-            KEYED,
-            {
-                "strategy": "individual",
-                "bootstrap_servers": kafka_bootstrap,
-                "params": {"in": src, "out": out},
-                "metrics_interval": 0.5,
-            },
-        )
-        cluster.wait_for(job_id, all_running, what="all tasks running")
+        job_id = run_keyed(cluster, kafka_bootstrap, src, out, metrics_interval=0.5)
         feeder = EventFeeder(kafka_bootstrap, src, rate=100).start()
         try:
             cluster.kill_worker("w1")
