@@ -5,9 +5,8 @@ Run::
     .venv/bin/python -m bench.scale_model                  # 100,500,1000,2000,4000 tasks; 3 repeats
     .venv/bin/python -m bench.scale_model --sizes 100,500 --repeat 1 --deploy-ms 0 --cancel-ms 0
 
-The default run takes about 13 minutes on 2 shared cores, nearly all of it in the
-region/full failovers at 4,000 tasks (quadratic coordinator work; see
-``bench/RESULTS-scale.md``).
+The default run takes about 4 minutes on 2 cores (it took 13 before the coordinator's
+quadratic bookkeeping was fixed; see ``bench/RESULTS-scale.md``).
 
 ByteDance's single-task recovery took a 4,000-slot job from 81 s to 5 s of
 failover (seed 003). This machine cannot run 4,000 task processes, so this
