@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from streamer.coordinator.settings import validate_settings
 from streamer.errors import ConfigError, StreamerError
 from streamer.localkafka.jars import streamer_home
 from streamer.rpc.client import CoordinatorClient
@@ -81,7 +82,7 @@ def job_config(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
         if not (path / "_metadata.json").is_file():
             raise ConfigError(f"{path} is not a savepoint (no _metadata.json in it)")
         config["from_savepoint"] = str(path)
-    return config
+    return validate_settings(config)
 
 
 def add_parsers(sub: Any) -> None:

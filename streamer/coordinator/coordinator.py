@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from streamer.coordinator.jobmaster import FINAL, JobMaster
+from streamer.coordinator.settings import validate_settings
 from streamer.coordinator.status_http import StatusServer
 from streamer.errors import StreamerError
 from streamer.graph import TaskId
@@ -240,7 +241,8 @@ class Coordinator:
         if not self.workers:
             raise StreamerError("no worker is registered: start one with `streamer worker`")
         job_id = f"job-{uuid.uuid4().hex[:8]}"
-        job = JobMaster(self, job_id, msg.body["job_ref"], dict(msg.body["config"]))
+        config = validate_settings(msg.body["config"])
+        job = JobMaster(self, job_id, msg.body["job_ref"], config)
         free = sum(w.free for w in self.workers.values())
         if free < len(job.tasks):
             raise StreamerError(

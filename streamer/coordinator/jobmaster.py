@@ -51,6 +51,13 @@ CREATED, DEPLOYING, RUNNING, FINISHED = "CREATED", "DEPLOYING", "RUNNING", "FINI
 FAILED, CANCELING, CANCELED = "FAILED", "CANCELING", "CANCELED"
 FINAL = (FINISHED, CANCELED, FAILED)
 
+# the job settings every task gets in its deployment
+TASK_SETTINGS = (
+    "bootstrap_servers", "buffer_timeout", "metrics_interval", "test_hooks", "log_level",
+    "source_batch", "sink_commit_interval", "connect_timeout", "params", "idle_timeout_ms",
+    "checkpoint_interval",
+)  # fmt: skip
+
 Counters = dict[TaskId, tuple[int, int]]  # per peer task: (metrics attempt, counter value)
 
 
@@ -268,12 +275,7 @@ class JobMaster:
         return None
 
     def _task_config(self) -> dict[str, Any]:
-        keys = (
-            "bootstrap_servers", "buffer_timeout", "metrics_interval", "test_hooks",
-            "log_level", "source_batch", "sink_commit_interval", "connect_timeout", "params",
-            "idle_timeout_ms", "checkpoint_interval",
-        )  # fmt: skip
-        config = {k: self.config[k] for k in keys if k in self.config}
+        config = {k: self.config[k] for k in TASK_SETTINGS if k in self.config}
         config["checkpoint_dir"] = self.config["checkpoint_dir"]
         return config
 

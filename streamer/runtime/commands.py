@@ -68,11 +68,14 @@ def ensure_topics(bootstrap: str, topics: list[str], partitions: int, create: bo
     from confluent_kafka.admin import AdminClient
     from confluent_kafka.cimpl import NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})  # errors: below
     try:
         existing = set(admin.list_topics(timeout=15).topics)
-    except Exception as exc:  # noqa: BLE001 - one clear line for any client failure
-        raise StreamerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+    except Exception:  # noqa: BLE001 - one clear line for any client failure
+        raise StreamerError(
+            f"cannot reach Kafka at {bootstrap} within 15 s: check that the broker runs "
+            "and --bootstrap-servers is right (`streamer kafka status` for the local one)"
+        ) from None
     missing = [t for t in topics if t not in existing]
     if not missing:
         return
@@ -108,6 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from streamer.coordinator.commands import parse_settings
     from streamer.testing.cluster import LocalCluster
 
+    job_config(args, args.bootstrap_servers or "127.0.0.1:9092")  # bad settings: fail now
     params = {k: str(v) for k, v in parse_settings(args.param, "param").items()}
     topics = job_topics(args.job, params)
     stop = {"now": False}

@@ -140,3 +140,36 @@ def test_run_with_a_missing_topic_is_one_clear_line(tmp_path: Path, kafka_bootst
         f"error: topics nope-in, nope-out do not exist at {kafka_bootstrap}: create them, "
         "or pass --create-topics"
     )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["--set", "checkpoint_intreval=5"],
+            "error: unknown job setting 'checkpoint_intreval': did you mean 'checkpoint_interval'?",
+        ),
+        (
+            ["--set", "restart_delay=soon"],
+            "error: job setting restart_delay='soon' must be a number",
+        ),
+        (
+            [],
+            "error: cannot reach Kafka at 127.0.0.1:1 within 15 s: check that the broker runs "
+            "and --bootstrap-servers is right (`streamer kafka status` for the local one)",
+        ),
+    ],
+)
+def test_run_with_bad_settings_or_no_broker_is_one_clear_line(
+    tmp_path: Path, extra: list[str], message: str
+) -> None:
+    env = dict(os.environ, STREAMER_HOME=str(tmp_path / "home"))
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "streamer.cli", "run", "examples.keyed_count:job",
+            "--bootstrap-servers", "127.0.0.1:1", *extra,
+        ],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == message  # nothing else: no client log spam
