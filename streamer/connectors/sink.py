@@ -27,9 +27,11 @@ Ordering: records keep their write order per partition.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 from streamer.connectors.kafka_common import (
     DEFAULT_METADATA_TIMEOUT,
@@ -40,6 +42,7 @@ from streamer.connectors.serde import Serde, get_serde
 from streamer.errors import ConfigError, ConnectorError
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 class Delivery(Enum):
@@ -147,8 +150,9 @@ class KafkaSink:
 
         if self._markers is None:
             raise ConnectorError(f"sink {self.transactional_id} has no commit markers")
+        markers = self._markers
         try:
-            (tp,) = self._markers.committed([TopicPartition(self.topic, 0)], timeout)
+            (tp,) = _retrying(lambda: markers.committed([TopicPartition(self.topic, 0)], timeout))
         except KafkaException as exc:
             raise ConnectorError(
                 f"sink {self.transactional_id}: cannot read its commit marker: {exc}"
@@ -306,11 +310,13 @@ class KafkaSink:
             raise
 
     def _call(self, method: str, *args: Any) -> None:
-        """A transactional producer call with Kafka's errors turned into one-line errors."""
+        """A transactional producer call with Kafka's errors turned into one-line errors;
+        a retriable error (a coordinator moving or loading) is retried, as librdkafka
+        asks, for up to about 10 s."""
         from confluent_kafka import KafkaError, KafkaException
 
         try:
-            getattr(self._producer, method)(*args)
+            _retrying(lambda: getattr(self._producer, method)(*args))
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
             if isinstance(err, KafkaError) and err.code() == KafkaError._FENCED:
@@ -332,3 +338,27 @@ class KafkaSink:
                     f"transaction of sink {self.transactional_id} aborted: {err.str()}"
                 ) from None
             raise ConnectorError(f"sink {self.transactional_id}: {method} failed: {exc}") from None
+
+
+def _retrying(call: Callable[[], _T], attempts: int = 8) -> _T:
+    """``call()``, again after a short sleep while it raises a retriable KafkaException
+    (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS, ...); the last error is raised."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    coordinator_moving = (
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+    )
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if attempt == attempts or not isinstance(err, KafkaError):
+                raise
+            if not (err.retriable() or err.code() in coordinator_moving):
+                raise
+            log.info("retrying a Kafka call after a retriable error: %s", err.str())
+            time.sleep(min(0.1 * 2**attempt, 2.0))
+    raise AssertionError("unreachable")
