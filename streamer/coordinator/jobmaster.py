@@ -455,7 +455,7 @@ class JobMaster:
                     body = {"partition_id": rp.partition_id, "subpartition": subpartition}
                     self._spawn(self._notify(pe, "consumer_failed", body))
         for consumer in self.eg.consumers_of(task, ExchangeType.PIPELINED):
-            for gate_index, _gate, channel in self._channels_of(task, consumer):
+            for gate_index, channel in self.eg.channels_between(task, consumer):
                 ce = self.tasks[consumer]
                 if ce.conn is not None:
                     body = {"gate": gate_index, "channel": channel}
@@ -466,15 +466,6 @@ class JobMaster:
         self._active[task] = rec
         self._restore_plans.update(self.checkpoints.restore_plans({task}))
         await self._deploy(task, prefer=previous)
-
-    def _channels_of(self, producer: TaskId, consumer: TaskId) -> list[tuple[int, Any, int]]:
-        """``(gate position, gate, channel)`` of each channel of ``consumer`` fed by ``producer``"""
-        out = []
-        for position, gate in enumerate(self.eg.input_gates(consumer)):
-            channel = gate.find_channel(producer)
-            if channel is not None:
-                out.append((position, gate, channel))
-        return out
 
     async def _notify(self, te: TaskExecution, kind: str, body: dict[str, Any]) -> None:
         if te.conn is not None:
@@ -488,7 +479,7 @@ class JobMaster:
             ce = self.tasks[consumer]
             if ce.conn is None or ce.state != RUNNING:
                 continue  # it is restarting too and gets the address in its plan
-            for gate_index, _gate, channel in self._channels_of(task, consumer):
+            for gate_index, channel in self.eg.channels_between(task, consumer):
                 body = {
                     "gate": gate_index,
                     "channel": channel,
@@ -608,7 +599,7 @@ class JobMaster:
             channels = ce.metrics.get("channels", [])
             offsets = self._gate_offsets(consumer)
             total = 0
-            for gate_index, _gate, channel in self._channels_of(task, consumer):
+            for gate_index, channel in self.eg.channels_between(task, consumer):
                 flat = offsets[gate_index] + channel
                 if flat < len(channels):
                     total += channels[flat]["cleared"]
