@@ -47,7 +47,6 @@ import argparse
 import contextlib
 import gc
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -61,6 +60,7 @@ from unittest import mock
 import orjson
 
 import streamer.state.keyed as keyed_module
+from streamer.bench.machine import machine_info
 from streamer.graph import key_group_range
 from streamer.graph.keygroups import key_group_for_key, subtask_for_key
 from streamer.state import CheckpointStorage, CompletedCheckpoint, KeyedStateBackend, StateError
@@ -81,21 +81,10 @@ DEFAULT_E2E_KEYS = (10_000, 100_000)
 
 
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     from importlib.metadata import version
 
     return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
+        **machine_info(),
         "rocksdict": version("rocksdict"),
         "confluent_kafka": version("confluent-kafka"),
     }

@@ -62,12 +62,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import logging
 import math
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -82,6 +80,7 @@ import orjson
 
 from bench.scale_sim import Latencies, SimCluster, SimJobMaster, SimulatedWorker
 from streamer.api import StreamEnvironment, load_job
+from streamer.bench.machine import machine_info
 from streamer.coordinator.coordinator import Coordinator
 from streamer.coordinator.jobmaster import RUNNING, FailoverRecord
 from streamer.graph import DEFAULT_MAX_PARALLELISM, ExecutionGraph, TaskId
@@ -321,21 +320,6 @@ def run_one(tasks: int, strategy: str, **kwargs: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- report
 
 
-def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-    }
-
-
 def _median(runs: list[dict[str, Any]], *path: str) -> float:
     values = []
     for run in runs:
@@ -431,7 +415,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("streamer").setLevel(logging.ERROR)  # one warning per failover otherwise
 
-    info = machine()
+    info = machine_info()
     info["loadavg_at_start"] = os.getloadavg()
     print(
         f"machine: {info['cpu']}, {info['cores']} cores; python {info['python']}; "

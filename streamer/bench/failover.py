@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from streamer.bench.machine import cpu_model
 from streamer.bench.timeline import (
     latency_percentiles,
     max_gap,
@@ -46,14 +47,7 @@ JOIN_PARALLELISM = 8
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model() or "unknown CPU"
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
