@@ -27,7 +27,15 @@ from typing import Any
 import orjson
 
 from examples.order_join import TOPICS, expected_results, generate_events
-from streamer.bench.failover import Producer, plot, print_table, run_streamer
+from streamer.bench.failover import (
+    JOIN_PARALLELISM,
+    ORDER_JOIN,
+    Producer,
+    order_join_config,
+    plot,
+    print_table,
+    run_streamer,
+)
 from streamer.bench.timeline import max_gap
 from streamer.errors import StreamerError
 from streamer.graph import subtask_for_key
@@ -36,7 +44,7 @@ from streamer.testing import TopicFactory, read_topic
 from streamer.testing.cluster import LocalCluster, all_running
 
 REPO = Path(__file__).resolve().parents[1]
-JOIN = 8
+JOIN = JOIN_PARALLELISM
 VICTIM = 3
 
 
@@ -50,20 +58,7 @@ def story(args: argparse.Namespace, bootstrap: str) -> None:
         print(f"local cluster: coordinator {cluster.address}, 2 workers; "
               f"status: http://127.0.0.1:{cluster.status_port}/jobs")  # fmt: skip
         job_id = cluster.submit(
-            "examples.order_join:job",
-            {
-                "strategy": "individual",
-                "bootstrap_servers": bootstrap,
-                "checkpoint_interval": 1.0,
-                "checkpoint_dir": str(cluster.work_dir / "checkpoints"),
-                "metrics_interval": 0.5,
-                "params": {
-                    **names,
-                    "out": out,
-                    "parallelism": str(JOIN),
-                    "delivery": "exactly_once",
-                },
-            },
+            ORDER_JOIN, order_join_config("individual", bootstrap, cluster, names, out)
         )
         cluster.wait_for(job_id, all_running, what="all tasks running")
         print(f"job {job_id}: orders + payments + shipments -> join x{JOIN} -> order_status, "

@@ -26,7 +26,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -40,10 +40,36 @@ from streamer.bench.timeline import (
 )
 from streamer.errors import StreamerError
 
+if TYPE_CHECKING:
+    from streamer.testing.cluster import LocalCluster
+
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("individual", "region", "full")
 JOIN_PARALLELISM = 8
+
+
+ORDER_JOIN = "examples.order_join:job"
+
+
+def order_join_config(
+    strategy: str, bootstrap: str, cluster: LocalCluster, topics: dict[str, str], out: str
+) -> dict[str, Any]:
+    """The order join's job settings, shared by this benchmark and the demo: join x8,
+    a checkpoint every second, an exactly-once sink."""
+    return {
+        "strategy": strategy,
+        "bootstrap_servers": bootstrap,
+        "checkpoint_interval": 1.0,
+        "checkpoint_dir": str(cluster.work_dir / "checkpoints"),
+        "metrics_interval": 0.5,
+        "params": {
+            **topics,
+            "out": out,
+            "parallelism": str(JOIN_PARALLELISM),
+            "delivery": "exactly_once",
+        },
+    }
 
 
 def machine() -> str:
@@ -124,20 +150,7 @@ def run_streamer(
         names = {t: topics.create(8) for t in TOPICS}
         out = topics.create(4)
         job_id = cluster.submit(
-            "examples.order_join:job",
-            {
-                "strategy": strategy,
-                "bootstrap_servers": bootstrap,
-                "checkpoint_interval": 1.0,
-                "checkpoint_dir": str(cluster.work_dir / "checkpoints"),
-                "metrics_interval": 0.5,
-                "params": {
-                    **names,
-                    "out": out,
-                    "parallelism": str(JOIN_PARALLELISM),
-                    "delivery": "exactly_once",
-                },
-            },
+            ORDER_JOIN, order_join_config(strategy, bootstrap, cluster, names, out)
         )
         cluster.wait_for(job_id, all_running, what="all tasks running")
         producer = Producer(bootstrap, names, events)
