@@ -108,12 +108,11 @@ def progress_line(status: dict[str, Any], elapsed: float, rate_in: float, rate_o
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from streamer.coordinator.commands import parse_settings
     from streamer.testing.cluster import LocalCluster
 
-    job_config(args, args.bootstrap_servers or "127.0.0.1:9092")  # bad settings: fail now
-    params = {k: str(v) for k, v in parse_settings(args.param, "param").items()}
-    topics = job_topics(args.job, params)
+    # settings and params are checked before anything starts; the broker comes later
+    config = job_config(args, args.bootstrap_servers or "127.0.0.1:9092")
+    topics = job_topics(args.job, config["params"])
     stop = {"now": False}
 
     def on_signal(_sig: int, _frame: Any) -> None:
@@ -131,7 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"starting a coordinator and {args.workers} workers ...", flush=True)
             with LocalCluster(args.workers, slots=args.slots) as cluster:
                 remember_address(cluster.address, cluster.status_port)
-                job_id = cluster.submit(args.job, job_config(args, bootstrap))
+                job_id = cluster.submit(args.job, {**config, "bootstrap_servers": bootstrap})
                 print(
                     f"job {job_id} submitted ({args.strategy}); status: "
                     f"http://127.0.0.1:{cluster.status_port}/jobs/{job_id}  "
