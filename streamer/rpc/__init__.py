@@ -44,6 +44,7 @@ from streamer.rpc.messages import (
     builtin_registry,
     register,
 )
+from streamer.rpc.states import FINAL_STATES, TaskState
 from streamer.rpc.transport import (
     DEFAULT_REQUEST_TIMEOUT,
     CloseCallback,
@@ -57,6 +58,7 @@ __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
     "DEFAULT_REQUEST_TIMEOUT",
     "ERROR_KIND",
+    "FINAL_STATES",
     "MAGIC",
     "PROTOCOL_VERSION",
     "REGISTRY",
@@ -76,6 +78,7 @@ __all__ = [
     "RpcSchemaError",
     "RpcServer",
     "RpcTimeout",
+    "TaskState",
     "builtin_registry",
     "connect",
     "encode",
