@@ -14,8 +14,8 @@ from streamer.errors import StreamerError
 def build_parser() -> argparse.ArgumentParser:
     from streamer.bench import failover as bench_commands
     from streamer.coordinator import commands as coordinator_commands
+    from streamer.local import commands as local_commands
     from streamer.localkafka import commands as kafka_commands
-    from streamer.runtime import commands as runtime_commands
 
     parser = argparse.ArgumentParser(
         prog="streamer", description="Stream processing on Apache Kafka with single-task recovery"
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     kafka_commands.add_parser(sub)
-    runtime_commands.add_parsers(sub)
+    local_commands.add_parsers(sub)
     coordinator_commands.add_parsers(sub)
     bench_commands.add_parsers(sub)
     return parser

@@ -5,6 +5,9 @@
 coordinator and ``--workers`` workers, submits the job, shows live progress
 (tasks running, records/s, failovers) and stops everything on Ctrl-C, on
 ``--duration`` or when the job ends. Every process is stopped by its own pid.
+What it prints comes from ``streamer.local.progress``.
+
+``streamer worker`` runs one worker (``streamer.runtime.worker``) in this process.
 """
 
 from __future__ import annotations
@@ -13,11 +16,16 @@ import argparse
 import signal
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamer.coordinator.commands import add_job_options, job_config, remember_address
 from streamer.errors import ConfigError, StreamerError
+from streamer.local.cluster import LocalCluster
+from streamer.local.progress import FailoverPrinter, progress_line
 from streamer.localkafka import broker_or_local
+
+if TYPE_CHECKING:
+    from streamer.api import Job
 
 
 def add_parsers(sub: Any) -> None:
@@ -49,19 +57,26 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def job_topics(job_ref: str, params: dict[str, Any]) -> list[str]:
-    """Every topic the job reads or writes (sources, dead-letter topics, sinks)."""
+    """Every topic the job reads or writes; see ``topics_of``."""
     from streamer.api import load_job
+
+    return topics_of(load_job(job_ref, params))
+
+
+def topics_of(job: Job) -> list[str]:
+    """Every topic a job reads or writes, sorted: its sources' and sinks' topics, the
+    sources' dead-letter topics (``<topic>.dlq`` unless named) and joins' late topics."""
     from streamer.graph import OperatorKind
 
-    job = load_job(job_ref, params)
-    topics: list[str] = []
+    topics: set[str] = set()
     for vertex in job.job_graph.vertices:
         for op in vertex.operators:
             if op.kind in (OperatorKind.KAFKA_SOURCE, OperatorKind.KAFKA_SINK):
-                topics.append(op.config["topic"])
-                if op.config.get("dead_letter_topic"):
-                    topics.append(op.config["dead_letter_topic"])
-    return sorted(set(topics))
+                topics.add(op.config["topic"])
+            for key in ("dead_letter_topic", "late_topic"):
+                if op.config.get(key):
+                    topics.add(op.config[key])
+    return sorted(topics)
 
 
 def ensure_topics(bootstrap: str, topics: list[str], partitions: int, create: bool) -> None:
@@ -90,26 +105,7 @@ def ensure_topics(bootstrap: str, topics: list[str], partitions: int, create: bo
         print(f"created topic {topic} ({partitions} partitions)")
 
 
-def progress_line(status: dict[str, Any], elapsed: float, rate_in: float, rate_out: float) -> str:
-    tasks = status["tasks"]
-    running = sum(1 for t in tasks if t["state"] == "RUNNING")
-    failovers = status["failovers"]
-    last = ""
-    if failovers:
-        f = failovers[-1]
-        took = f.get("recovery_seconds")
-        last = f" (last: {f['task']} {f['strategy']}" + (
-            f", {took * 1000:.0f} ms)" if took is not None else ", in progress)"
-        )
-    return (
-        f"[{elapsed:7.1f}s] {status['state']:<9} tasks {running}/{len(tasks)} running  "
-        f"in {rate_in:>8,.0f}/s  out {rate_out:>8,.0f}/s  failovers {len(failovers)}{last}"
-    )
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from streamer.testing.cluster import LocalCluster
-
     # settings and params are checked before anything starts; the broker comes later
     config = job_config(args, args.bootstrap_servers or "127.0.0.1:9092")
     topics = job_topics(args.job, config["params"])
@@ -142,12 +138,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous)
 
 
-def _follow(cluster: Any, job_id: str, duration: float | None, stop: dict[str, bool]) -> int:
+def _follow(
+    cluster: LocalCluster, job_id: str, duration: float | None, stop: dict[str, bool]
+) -> int:
     started = time.monotonic()
     last_in = last_out = 0
     last_t = started
     status: dict[str, Any] = {}
-    shown_failovers = 0
+    failovers = FailoverPrinter()
     while True:
         time.sleep(1.0)
         status = cluster.status(job_id)
@@ -156,11 +154,7 @@ def _follow(cluster: Any, job_id: str, duration: float | None, stop: dict[str, b
         rate_in = (status["records_in"] - last_in) / span
         rate_out = (status["records_out"] - last_out) / span
         last_in, last_out, last_t = status["records_in"], status["records_out"], now
-        for f in status["failovers"][shown_failovers:]:
-            if f["status"] == "in_progress":
-                break
-            print(f"\nfailover: {_describe_failover(f)}", flush=True)
-            shown_failovers += 1
+        _print_lines(failovers.new_lines(status["failovers"]))
         sys.stdout.write("\r" + progress_line(status, now - started, rate_in, rate_out))
         sys.stdout.flush()
         if status["state"] in ("FINISHED", "FAILED", "CANCELED"):
@@ -170,23 +164,15 @@ def _follow(cluster: Any, job_id: str, duration: float | None, stop: dict[str, b
             cluster.cancel(job_id)
             status = cluster.status(job_id)
             break
+    _print_lines(failovers.new_lines(status["failovers"]))
     print(f"\njob {job_id} {status['state']}" + (
         f": {status['failure_reason']}" if status.get("failure_reason") else ""
     ))  # fmt: skip
     return 1 if status["state"] == "FAILED" else 0
 
 
-def _describe_failover(f: dict[str, Any]) -> str:
-    start = f.get("kill_requested_at") or f["detected_at"]
-
-    def ms(key: str) -> str:
-        value = f.get(key)
-        return "-" if value is None else f"{(value - start) * 1000:.0f} ms"
-
-    extra = f", fell back: {f['fallback_reason']}" if f.get("fell_back") else ""
-    return (
-        f"{f['task']} ({f['cause']}) {f['strategy']}: detected {ms('detected_at')}, "
-        f"deployed {ms('deployed_at')}, running {ms('running_at')}, "
-        f"channels updated {ms('channels_updated_at')}; restarted "
-        f"{len(f['tasks_restarted'])} task(s){extra}"
-    )
+def _print_lines(lines: list[str]) -> None:
+    """Print ``lines`` below the progress line; the next progress line starts below them."""
+    if lines:
+        sys.stdout.write("\n" + "\n".join(lines) + "\n")
+        sys.stdout.flush()
