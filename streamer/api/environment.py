@@ -93,15 +93,20 @@ class StreamEnvironment:
 
         ``start``: ``"earliest"``, ``"latest"``, ``"committed"`` or a timestamp
         in epoch milliseconds (used when no checkpoint says otherwise).
-        ``on_decode_error="dead_letter"`` needs ``dead_letter_topic``.
+        ``on_decode_error``: ``"fail"``, ``"skip"`` or ``"dead_letter"``, which
+        writes undecodable records to ``dead_letter_topic``, by default
+        ``<topic>.dlq`` (it must exist; ``streamer run`` creates it with the job's
+        other topics). Dead letters are at-least-once: a record may appear in the
+        dead-letter topic more than once after a failover.
         ``timestamp_assigner(value) -> epoch ms`` gives event time (default:
         the Kafka record timestamp); ``max_out_of_orderness_ms`` bounds the
         watermark lag (``None``: no watermarks). ``bounded=True`` reads up to
         the end offsets seen when the task starts, then finishes.
 
         Config: ``topic, start, key_serde, value_serde, on_decode_error,
-        dead_letter_topic, max_out_of_orderness_ms, bounded, timestamp_assigner``
-        (the latter a function uid or ``None``).
+        dead_letter_topic`` (the resolved name under ``"dead_letter"``, else
+        ``None``), ``max_out_of_orderness_ms, bounded, timestamp_assigner`` (the
+        latter a function uid or ``None``).
         """
         if not isinstance(topic, str) or not topic:
             raise GraphError(f"source topic must be a non-empty string, got {topic!r}")
@@ -115,10 +120,10 @@ class StreamEnvironment:
             raise GraphError(
                 f"bad on_decode_error {on_decode_error!r}: use one of {', '.join(_DECODE_POLICIES)}"
             )
-        if (on_decode_error == "dead_letter") != (dead_letter_topic is not None):
-            raise GraphError(
-                "dead_letter_topic is required with, and only with, on_decode_error='dead_letter'"
-            )
+        if dead_letter_topic is not None and on_decode_error != "dead_letter":
+            raise GraphError("dead_letter_topic is only used with on_decode_error='dead_letter'")
+        if on_decode_error == "dead_letter" and dead_letter_topic is None:
+            dead_letter_topic = f"{topic}.dlq"
         if dead_letter_topic is not None and (
             not isinstance(dead_letter_topic, str) or not dead_letter_topic
         ):

@@ -1,9 +1,18 @@
 """Undecodable records: the per-source policy and the dead-letter writer.
 
 Policies: ``fail`` (stop with an error naming topic, partition and offset),
-``skip`` (count and log), ``dead_letter`` (the raw record goes to a DLQ topic with
-``streamer.source.topic``, ``streamer.source.partition``, ``streamer.source.offset``
-and ``streamer.error`` headers). Nothing is silently lost.
+``skip`` (count and log), ``dead_letter`` (the raw record goes to the dead-letter
+topic, ``<topic>.dlq`` unless named, with ``streamer.source.topic``,
+``streamer.source.partition``, ``streamer.source.offset`` and ``streamer.error``
+headers). Nothing is silently lost.
+
+Delivery: at-least-once. A record may appear in the dead-letter topic more than
+once after a failover: dead letters are flushed before a source snapshot moves
+past them, but a source that restarts re-reads from its last checkpoint and
+dead-letters the same records again (the source task runs no transaction; the
+headers' topic, partition and offset identify duplicates).
+
+Threading: not thread-safe; the source that owns a ``DeadLetterWriter`` calls it.
 """
 
 from __future__ import annotations

@@ -293,12 +293,8 @@ def test_parallelism_above_max() -> None:
             "bad start -1: use 'earliest', 'latest', 'committed' or epoch ms >= 0",
         ),
         (
-            lambda env: env.from_kafka("x", on_decode_error="dead_letter"),
-            "dead_letter_topic is required with, and only with, on_decode_error='dead_letter'",
-        ),
-        (
             lambda env: env.from_kafka("x", dead_letter_topic="d"),
-            "dead_letter_topic is required with, and only with, on_decode_error='dead_letter'",
+            "dead_letter_topic is only used with on_decode_error='dead_letter'",
         ),
         (
             lambda env: env.from_kafka("x", on_decode_error="ignore"),
