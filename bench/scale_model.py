@@ -82,8 +82,9 @@ from bench.scale_sim import Latencies, SimCluster, SimJobMaster, SimulatedWorker
 from streamer.api import StreamEnvironment, load_job
 from streamer.bench.machine import machine_info
 from streamer.coordinator.coordinator import Coordinator
-from streamer.coordinator.jobmaster import RUNNING, FailoverRecord
+from streamer.coordinator.failover import FailoverRecord
 from streamer.graph import DEFAULT_MAX_PARALLELISM, ExecutionGraph, TaskId
+from streamer.rpc import TaskState
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "out" / "scale_model.json"
@@ -239,7 +240,7 @@ async def run_once(
         deploy_plan_wait = cluster.max_plan_wait
         deploy_messages = _count(cluster.sent[sent_before:])
         cluster.on_running = None
-        if not all(te.state == RUNNING for te in jm.tasks.values()):
+        if not all(te.state == TaskState.RUNNING for te in jm.tasks.values()):
             raise AssertionError("not every task is RUNNING after the initial deployment")
         await asyncio.sleep(0.01)  # let stray handler tasks finish
 
@@ -267,7 +268,7 @@ async def run_once(
         rec: FailoverRecord = await asyncio.wait_for(done, timeout)
         window = cluster.sent[sent_before : marks["sent"]]
         await asyncio.sleep(0.01)
-        not_running = [str(t) for t, te in jm.tasks.items() if te.state != RUNNING]
+        not_running = [str(t) for t, te in jm.tasks.items() if te.state != TaskState.RUNNING]
         failover = marks["clock"].since(t0)
         messages = _count(window)
         result: dict[str, Any] = {

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from streamer.coordinator.coordinator import Coordinator
-from streamer.coordinator.jobmaster import RUNNING, FailoverRecord, JobMaster
-from streamer.graph import TaskId
+from streamer.coordinator.failover import FailoverRecord
+from streamer.coordinator.jobmaster import JobMaster
 from streamer.rpc import (
     DEFAULT_REQUEST_TIMEOUT,
     ERROR_KIND,
@@ -351,7 +351,7 @@ class SimTask:
         self.plan = plan.body
         await _sleep(self.cluster.latencies.running)
         state = {"job_id": self.job_id, "task": self.task, "attempt": self.attempt}
-        await self.cluster.deliver(self.conn, "task_state", {**state, "state": RUNNING})
+        await self.cluster.deliver(self.conn, "task_state", {**state, "state": "RUNNING"})
         if self.cluster.on_running is not None:
             self.cluster.on_running(self.task, self.attempt)
 
@@ -366,18 +366,14 @@ class SimJobMaster(JobMaster):
     """The real `JobMaster`, with a hook when a failover record turns ``done``.
 
     Production has no such event (callers poll ``status()``); the hook only
-    observes, after the real method ran.
+    observes the failover log's end of a record.
     """
 
     failover_done: Callable[[FailoverRecord], None] | None = None
 
-    def _complete(self, rec: FailoverRecord, task: TaskId) -> None:
-        super()._complete(rec, task)
-        self._observe(rec)
-
-    def _check_restart_done(self, rec: FailoverRecord, task: TaskId) -> None:
-        super()._check_restart_done(rec, task)
-        self._observe(rec)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failovers.on_end.append(self._observe)
 
     def _observe(self, rec: FailoverRecord) -> None:
         if rec.status == "done" and self.failover_done is not None:

@@ -27,18 +27,30 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 
-from streamer.graph import TaskId, key_group_range
-from streamer.rpc import RpcError
+from streamer.graph import ExecutionGraph, JobGraph, TaskId, key_group_range
 from streamer.state import CheckpointStorage
 
-if TYPE_CHECKING:
-    from streamer.coordinator.jobmaster import JobMaster
-
 log = logging.getLogger(__name__)
+
+
+class CheckpointView(Protocol):
+    """What the checkpoint coordinator may see and do of its job (the ``JobMaster``)."""
+
+    def can_checkpoint(self) -> bool:
+        """Every unfinished task runs and no failover is in progress."""
+        ...
+
+    def running_tasks(self) -> set[TaskId]: ...
+
+    def attempt_of(self, task: TaskId) -> int: ...
+
+    def send(self, task: TaskId, kind: str, body: dict[str, Any]) -> None:
+        """Notify ``task``'s current attempt, if it is connected (never blocks)."""
+        ...
 
 
 @dataclass
@@ -55,7 +67,9 @@ class _Pending:
 class CheckpointCoordinator:
     def __init__(
         self,
-        job: JobMaster,
+        job: CheckpointView,
+        eg: ExecutionGraph,
+        job_graph: JobGraph,
         root: Path,
         *,
         interval: float | None,
@@ -63,6 +77,8 @@ class CheckpointCoordinator:
         retained: int = 3,
     ) -> None:
         self.job = job
+        self.eg = eg
+        self.job_graph = job_graph
         self.root = root
         self.interval = interval
         self.timeout = timeout
@@ -78,6 +94,9 @@ class CheckpointCoordinator:
         self.last_completed: int = 0
         self._last_trigger = time.monotonic()  # the first one comes one interval in
         self.restored_from: dict[str, Any] | None = None
+        # aborted checkpoints whose directories a task may still be writing into: they
+        # are deleted once a later checkpoint completes (every task then got past them)
+        self._aborted: list[Any] = []
 
     # --------------------------------------------------------------- trigger
     async def run(self) -> None:
@@ -100,18 +119,13 @@ class CheckpointCoordinator:
         self._last_trigger = time.monotonic()
         handle = self.storage.begin(checkpoint_id)
         done: asyncio.Future[Path] = asyncio.get_running_loop().create_future()
-        expected = {t for t, te in self.job.tasks.items() if te.state == "RUNNING"}
+        expected = self.job.running_tasks()
         self.pending = _Pending(
             checkpoint_id, time.monotonic(), expected, handle, savepoint=savepoint, done=done
         )
-        sources = [
-            t for t in expected if self.job.eg.vertex_of(t).operators[0].kind == "kafka_source"
-        ]
-        for task in sources:
-            conn = self.job.tasks[task].conn
-            if conn is not None:
-                with contextlib.suppress(ConnectionError, RpcError):
-                    await conn.notify("trigger_checkpoint", {"checkpoint_id": checkpoint_id})
+        for task in expected:
+            if self.eg.vertex_of(task).operators[0].kind == "kafka_source":
+                self.job.send(task, "trigger_checkpoint", {"checkpoint_id": checkpoint_id})
         return done
 
     # ------------------------------------------------------------------ acks
@@ -120,7 +134,7 @@ class CheckpointCoordinator:
         task = TaskId.parse(body["task"])
         if pending is None or body["checkpoint_id"] != pending.checkpoint_id:
             return
-        if body["attempt"] != self.job.tasks[task].attempt:
+        if body["attempt"] != self.job.attempt_of(task):
             return
         pending.acks[task] = body["state"]
         if pending.expected <= set(pending.acks):
@@ -140,10 +154,10 @@ class CheckpointCoordinator:
             }
         vertices = {
             v.vertex_id: {"parallelism": v.parallelism, "max_parallelism": v.max_parallelism}
-            for v in self.job.job.job_graph.vertices
+            for v in self.job_graph.vertices
         }
         metadata = {
-            "job_name": self.job.job.name,
+            "job_name": self.job_graph.job_name,
             "checkpoint_id": pending.checkpoint_id,
             "tasks": tasks,
             "vertices": vertices,
@@ -155,6 +169,7 @@ class CheckpointCoordinator:
             self._abort(pending, f"could not store it: {exc}")
             return
         self.storage.retain(self.retained)
+        self._delete_aborted(before=pending.checkpoint_id)
         self.completed += 1
         self.last_completed = max(self.last_completed, pending.checkpoint_id)
         size = _dir_size(completed.path)
@@ -165,11 +180,8 @@ class CheckpointCoordinator:
         path = completed.path
         if pending.savepoint is not None:
             path = self.storage.savepoint(completed, pending.savepoint).path
-        for te in self.job.tasks.values():
-            if te.conn is not None and te.state == "RUNNING":
-                self.job.spawn_notify(
-                    te, "checkpoint_complete", {"checkpoint_id": pending.checkpoint_id}
-                )
+        for task in self.job.running_tasks():
+            self.job.send(task, "checkpoint_complete", {"checkpoint_id": pending.checkpoint_id})
         if pending.done is not None and not pending.done.done():
             pending.done.set_result(path)
 
@@ -177,26 +189,56 @@ class CheckpointCoordinator:
         task = TaskId.parse(body["task"])
         self.committed[task] = max(self.committed.get(task, 0), body["checkpoint_id"])
 
+    async def wait_for_commits(
+        self, checkpoint_id: int, sinks: list[TaskId], timeout: float = 30.0
+    ) -> None:
+        """Until every sink of ``sinks`` committed ``checkpoint_id`` (stop-with-savepoint)."""
+        deadline = time.monotonic() + timeout
+        while any(self.committed.get(t, 0) < checkpoint_id for t in sinks):
+            if time.monotonic() > deadline:
+                log.warning("sinks did not commit savepoint %d within %g s", checkpoint_id, timeout)
+                return
+            await asyncio.sleep(0.02)
+
+    def on_declined(self, body: dict[str, Any]) -> None:
+        """A task could not write its part (Flink's ``declineCheckpoint``): abort it."""
+        pending = self.pending
+        if pending is None or body["checkpoint_id"] != pending.checkpoint_id:
+            return
+        task = TaskId.parse(body["task"])
+        if body["attempt"] == self.job.attempt_of(task):
+            self._abort(pending, f"declined by {task}: {body.get('reason', '')}")
+
     def abort(self, reason: str) -> None:
         if self.pending is not None:
             self._abort(self.pending, reason)
+
+    def _delete_aborted(self, before: int) -> None:
+        """Delete aborted checkpoints older than the completed ``before``: every task has
+        processed barrier ``before``, so none still writes into them."""
+        keep = []
+        for handle in self._aborted:
+            if handle.checkpoint_id < before:
+                self.storage.abort(handle)
+            else:
+                keep.append(handle)
+        self._aborted = keep
 
     def _abort(self, pending: _Pending, reason: str) -> None:
         self.pending = None
         self.aborted += 1
         self.abort_reasons = [*self.abort_reasons[-9:], f"{pending.checkpoint_id}: {reason}"]
-        self.storage.abort(pending.handle)
+        # not deleted now: other tasks may still be writing their parts into it
+        self._aborted.append(pending.handle)
         self._record(
             pending.checkpoint_id, "aborted", time.monotonic() - pending.started, reason=reason
         )
         log.warning("checkpoint %d aborted: %s", pending.checkpoint_id, reason)
-        for te in self.job.tasks.values():
-            if te.conn is not None:
-                self.job.spawn_notify(
-                    te, "checkpoint_abort", {"checkpoint_id": pending.checkpoint_id}
-                )
+        for task in self.job.running_tasks():
+            self.job.send(task, "checkpoint_abort", {"checkpoint_id": pending.checkpoint_id})
         if pending.done is not None and not pending.done.done():
             pending.done.set_exception(RuntimeError(f"checkpoint aborted: {reason}"))
+            pending.done.exception()  # retrieved: a periodic checkpoint has no waiter
 
     def _record(self, checkpoint_id: int, outcome: str, duration: float, **extra: Any) -> None:
         entry = {"id": checkpoint_id, "outcome": outcome, "seconds": round(duration, 4), **extra}
@@ -233,7 +275,7 @@ class CheckpointCoordinator:
     def _plan(self, task: TaskId, source: Any) -> dict[str, Any]:
         meta = source.metadata
         old_tasks = meta["tasks"]
-        vertex = self.job.eg.vertex_of(task)
+        vertex = self.eg.vertex_of(task)
         old_vertex = meta["vertices"].get(vertex.vertex_id)
         plan: dict[str, Any] = {"checkpoint_id": meta["checkpoint_id"], "from": str(source.path)}
         if old_vertex is None:

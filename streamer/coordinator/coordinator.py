@@ -17,36 +17,20 @@ import contextlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from streamer.coordinator.jobmaster import FINAL, JobMaster
+from streamer.coordinator.jobmaster import JobMaster
 from streamer.coordinator.settings import validate_settings
+from streamer.coordinator.slots import SlotPool, WorkerInfo
 from streamer.coordinator.status_http import StatusServer
 from streamer.errors import StreamerError
 from streamer.graph import TaskId
 from streamer.rpc import Message, RpcConnection, RpcServer
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class WorkerInfo:
-    worker_id: str
-    host: str
-    pid: int
-    slots: int
-    conn: RpcConnection
-    used: int = 0
-    last_heartbeat: float = field(default_factory=time.monotonic)
-    registered_at: float = field(default_factory=time.time)
-
-    @property
-    def free(self) -> int:
-        return self.slots - self.used
 
 
 class Coordinator:
@@ -63,7 +47,7 @@ class Coordinator:
         self.port = port
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
-        self.workers: dict[str, WorkerInfo] = {}
+        self.slots = SlotPool()
         self.jobs: dict[str, JobMaster] = {}
         self.server: RpcServer | None = None
         self.status = (
@@ -113,22 +97,18 @@ class Coordinator:
         fut.add_done_callback(self._background.discard)
 
     # --------------------------------------------------------------- workers
-    def pick_worker(self, prefer: str | None = None) -> WorkerInfo | None:
-        """The preferred worker if alive with a free slot, else the one with most free slots."""
-        if prefer and prefer in self.workers and self.workers[prefer].free > 0:
-            return self.workers[prefer]
-        candidates = [w for w in self.workers.values() if w.free > 0]
-        return max(candidates, key=lambda w: (w.free, -w.registered_at)) if candidates else None
-
     async def prepare_job(self, job_id: str, job_ref: str) -> None:
         for worker in list(self.workers.values()):
             with contextlib.suppress(ConnectionError):
                 await worker.conn.notify("prepare_job", {"job_id": job_id, "job_ref": job_ref})
 
+    @property
+    def workers(self) -> dict[str, WorkerInfo]:
+        return self.slots.workers
+
     def _worker_lost(self, worker: WorkerInfo, why: str) -> None:
-        if self.workers.get(worker.worker_id) is not worker:
+        if not self.slots.remove(worker):
             return
-        del self.workers[worker.worker_id]
         log.warning("worker %s lost: %s", worker.worker_id, why)
         for job in self.jobs.values():
             job.on_worker_lost(worker)
@@ -173,7 +153,7 @@ class Coordinator:
     async def _on_register_worker(self, conn: RpcConnection, msg: Message) -> None:
         b = msg.body
         worker = WorkerInfo(b["worker_id"], b["host"], b["pid"], b["slots"], conn)
-        self.workers[worker.worker_id] = worker
+        self.slots.add(worker)
         conn.on_close(lambda _c: self._worker_lost(worker, "control connection closed"))
         await conn.reply(
             msg,
@@ -184,7 +164,7 @@ class Coordinator:
             },
         )
         for job in self.jobs.values():
-            if job.state not in FINAL:
+            if not job.state.is_final:
                 await conn.notify("prepare_job", {"job_id": job.job_id, "job_ref": job.job_ref})
         log.info(
             "worker %s registered from %s with %d slots",
@@ -225,6 +205,11 @@ class Coordinator:
         if job is not None:
             job.checkpoints.on_ack(msg.body)
 
+    async def _on_checkpoint_declined(self, conn: RpcConnection, msg: Message) -> None:
+        job = self.jobs.get(msg.body["job_id"])
+        if job is not None:
+            job.checkpoints.on_declined(msg.body)
+
     async def _on_checkpoint_committed(self, conn: RpcConnection, msg: Message) -> None:
         job = self.jobs.get(msg.body["job_id"])
         if job is not None:
@@ -243,7 +228,7 @@ class Coordinator:
         job_id = f"job-{uuid.uuid4().hex[:8]}"
         config = validate_settings(msg.body["config"])
         job = JobMaster(self, job_id, msg.body["job_ref"], config)
-        free = sum(w.free for w in self.workers.values())
+        free = self.slots.free
         if free < len(job.tasks):
             raise StreamerError(
                 f"job needs {len(job.tasks)} slots but the workers have {free} free: "

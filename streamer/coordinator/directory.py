@@ -9,21 +9,33 @@ A plan therefore costs O(gates) once the lists are built, not O(channels): a
 region or full restart of an all-to-all job builds each vertex's list once.
 
 A task whose producers are not all addressed yet waits on *keys* (a vertex for
-an all-to-all gate, a task for a forward gate); ``set_address`` returns the
+an all-to-all gate, a task for a forward gate); ``address_changed`` returns the
 waiting tasks whose last key it completed, for the caller to answer.
 
-Threading: the coordinator's loop only. It owns every write of
-``TaskExecution.data_address``.
+Threading: the coordinator's loop only. The ``ExecutionStore`` owns it and calls
+``address_changed`` after every change of a task's data address, so the address and
+the directory's counts never disagree.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from streamer.graph import ExecutionGraph, InputGate, TaskId
 
-if TYPE_CHECKING:
-    from streamer.coordinator.jobmaster import TaskExecution
+
+class TaskExecution(Protocol):
+    """What the directory reads of a task's execution (``execution.TaskExecution``)."""
+
+    @property
+    def task(self) -> TaskId: ...
+
+    @property
+    def attempt(self) -> int: ...
+
+    @property
+    def data_address(self) -> str | None: ...
 
 Channels = list[dict[str, Any]]
 _Key = str | TaskId  # a vertex id (all-to-all gates) or a producer task (forward gates)
@@ -32,7 +44,7 @@ _Key = str | TaskId  # a vertex id (all-to-all gates) or a producer task (forwar
 class ChannelDirectory:
     """See the module docstring."""
 
-    def __init__(self, eg: ExecutionGraph, tasks: dict[TaskId, TaskExecution]) -> None:
+    def __init__(self, eg: ExecutionGraph, tasks: Mapping[TaskId, TaskExecution]) -> None:
         self.eg = eg
         self.tasks = tasks
         vertices = dict.fromkeys(t.vertex_id for t in eg.tasks)
@@ -42,14 +54,13 @@ class ChannelDirectory:
         self._waiters: dict[_Key, set[TaskId]] = {}
         self._waiting_on: dict[TaskId, set[_Key]] = {}
 
-    def set_address(self, te: TaskExecution, address: str | None) -> list[TaskId]:
-        """Record ``te``'s data address (None: it has none now); returns the waiting
-        tasks that this completed (their plans may be ready)."""
+    def address_changed(self, te: TaskExecution, old: str | None) -> list[TaskId]:
+        """``te.data_address`` changed from ``old`` (None: no address); returns the
+        waiting tasks that this completed (their plans may be ready)."""
         vertex = te.task.vertex_id
-        self._addressed[vertex] += (address is not None) - (te.data_address is not None)
-        te.data_address = address
+        self._addressed[vertex] += (te.data_address is not None) - (old is not None)
         self._lists.pop(vertex, None)
-        if address is None:
+        if te.data_address is None:
             return []
         keys: list[_Key] = [te.task]
         if self._addressed[vertex] == len(self._subtasks[vertex]):
@@ -67,7 +78,7 @@ class ChannelDirectory:
 
     def inputs(self, task: TaskId) -> list[Channels] | None:
         """The plan's channel lists of ``task``, one per input gate; None while a
-        producer has no address (``task`` then waits for it, see ``set_address``)."""
+        producer has no address (``task`` then waits for it, see ``address_changed``)."""
         inputs: list[Channels] = []
         missing: set[_Key] = set()
         for gate in self.eg.input_gates(task):

@@ -83,7 +83,6 @@ SETTINGS: dict[str, Check] = {
     "connect_timeout": _number(positive=True),
     "log_level": _text("DEBUG", "INFO", "WARNING", "ERROR"),
     "from_savepoint": _text(optional=True),
-    "test_hooks": _mapping,  # fault injection for the test suite
 }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from streamer.coordinator.directory import ChannelDirectory
-from streamer.coordinator.jobmaster import TaskExecution
+from streamer.coordinator.execution import ExecutionStore
 from streamer.graph import (
     ExecutionGraph,
     JobEdge,
@@ -20,7 +20,7 @@ def vertex(vid: str, p: int, kind: OperatorKind = OperatorKind.MAP) -> JobVertex
     return JobVertex(vid, vid, (OperatorSpec(vid, vid, kind, {}),), p)
 
 
-def setup() -> tuple[ChannelDirectory, dict[TaskId, TaskExecution]]:
+def setup() -> tuple[ChannelDirectory, ExecutionStore]:
     """a(2) -rebalance-> b(3) -forward-> c(3)."""
     jg = JobGraph(
         "job",
@@ -28,8 +28,8 @@ def setup() -> tuple[ChannelDirectory, dict[TaskId, TaskExecution]]:
         (JobEdge("a", "b", Partitioner.REBALANCE), JobEdge("b", "c", Partitioner.FORWARD)),
     )
     eg = ExecutionGraph.from_job_graph(jg)
-    tasks = {t: TaskExecution(t) for t in eg.tasks}
-    return ChannelDirectory(eg, tasks), tasks
+    tasks = ExecutionStore(eg)
+    return tasks.directory, tasks
 
 
 A0, A1, B0, B1, B2, C1 = (
@@ -41,9 +41,9 @@ def test_all_to_all_gates_wait_for_the_whole_source_vertex() -> None:
     d, tasks = setup()
     assert d.inputs(TaskId("a", 0)) == []  # a source has no inputs
     assert d.inputs(B0) is None and d.inputs(B2) is None  # both wait for vertex a
-    assert d.set_address(tasks[A0], "h:1") == []
+    assert tasks.set_address(A0, "h:1") == []
     assert d.inputs(B1) is None
-    assert sorted(d.set_address(tasks[A1], "h:2")) == [B0, B1, B2]
+    assert sorted(tasks.set_address(A1, "h:2")) == [B0, B1, B2]
     channels = [{"address": "h:1", "attempt": 0}, {"address": "h:2", "attempt": 0}]
     plans = [d.inputs(b) for b in (B0, B1, B2)]
     assert plans == [[channels]] * 3
@@ -54,20 +54,20 @@ def test_all_to_all_gates_wait_for_the_whole_source_vertex() -> None:
 def test_forward_gates_wait_for_their_one_producer() -> None:
     d, tasks = setup()
     assert d.inputs(C1) is None
-    assert d.set_address(tasks[B0], "h:10") == []  # not c#1's producer
-    assert d.set_address(tasks[B1], "h:11") == [C1]
+    assert tasks.set_address(B0, "h:10") == []  # not c#1's producer
+    assert tasks.set_address(B1, "h:11") == [C1]
     assert d.inputs(C1) == [[{"address": "h:11", "attempt": 0}]]
 
 
 def test_a_restarted_producer_invalidates_the_shared_list() -> None:
     d, tasks = setup()
-    d.set_address(tasks[A0], "h:1")
-    d.set_address(tasks[A1], "h:2")
+    tasks.set_address(A0, "h:1")
+    tasks.set_address(A1, "h:2")
     assert d.inputs(B0) == [[{"address": "h:1", "attempt": 0}, {"address": "h:2", "attempt": 0}]]
-    d.set_address(tasks[A1], None)  # a#1 failed
+    tasks.set_address(A1, None)  # a#1 failed
     tasks[A1].attempt += 1
     assert d.inputs(B0) is None  # b#0 restarted meanwhile: it waits for a#1's new attempt
-    assert d.set_address(tasks[A1], "h:3") == [B0]
+    assert tasks.set_address(A1, "h:3") == [B0]
     assert d.inputs(B0) == [[{"address": "h:1", "attempt": 0}, {"address": "h:3", "attempt": 1}]]
 
 
@@ -75,5 +75,5 @@ def test_a_forgotten_task_is_not_released() -> None:
     d, tasks = setup()
     assert d.inputs(B0) is None
     d.forget(B0)  # b#0 failed while it waited
-    d.set_address(tasks[A0], "h:1")
-    assert d.set_address(tasks[A1], "h:2") == []
+    tasks.set_address(A0, "h:1")
+    assert tasks.set_address(A1, "h:2") == []

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from streamer.api import StreamEnvironment
-from streamer.coordinator.backoff import RestartBackoff
-from streamer.coordinator.failover import make_strategy
+from streamer.coordinator.failover.backoff import RestartBackoff
+from streamer.coordinator.failover.strategies import make_strategy
 from streamer.errors import ConfigError
 from streamer.graph import ExecutionGraph, TaskId
 

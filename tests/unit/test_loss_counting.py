@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streamer.coordinator.jobmaster import _growth
+from streamer.coordinator.failover.losses import growth as _growth
 from streamer.graph import TaskId
 
 A, B = TaskId("events", 0), TaskId("events", 1)

@@ -1,0 +1,54 @@
+"""The JSON status of a job (``streamer jobs``, ``GET /jobs/<id>``, ``streamer run``'s progress).
+
+Pure functions of the job's parts; they never change anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streamer.coordinator.execution import ExecutionStore
+from streamer.coordinator.failover.records import FailoverRecord
+from streamer.coordinator.slots import SlotPool
+from streamer.rpc import TaskState
+
+
+def task_rows(store: ExecutionStore, slots: SlotPool) -> list[dict[str, Any]]:
+    rows = []
+    for task, te in sorted(store.items()):
+        worker = slots.get(te.worker_id)
+        rows.append(
+            {
+                "task": str(task),
+                "vertex": task.vertex_id,
+                "subtask": task.subtask,
+                "attempt": te.attempt,
+                "state": str(te.state),
+                "worker": te.worker_id,
+                "host": worker.host if worker else None,
+                "pid": te.pid,
+                "data_address": te.data_address,
+                "error": te.error,
+                "traceback": te.traceback,
+                "metrics": te.metrics,
+            }
+        )
+    return rows
+
+
+def totals(store: ExecutionStore) -> dict[str, int]:
+    """Records processed, read from Kafka and written to Kafka, over every task."""
+    tes = list(store.values())
+    return {
+        "records_processed": sum(t.metrics.get("records_processed", 0) for t in tes),
+        "records_in": sum(t.metrics.get("source", {}).get("records_in", 0) for t in tes),
+        "records_out": sum(t.metrics.get("sink", {}).get("records_out", 0) for t in tes),
+    }
+
+
+def running_count(store: ExecutionStore) -> int:
+    return sum(1 for te in store.values() if te.state == TaskState.RUNNING)
+
+
+def failover_dicts(records: list[FailoverRecord]) -> list[dict[str, Any]]:
+    return [r.to_dict() for r in records]
