@@ -43,7 +43,11 @@ def free_port() -> int:
 
 
 def _require_free(port: int, what: str) -> None:
+    """Raise unless Kafka could listen on ``port``. Like Kafka's acceptor, the probe
+    sets ``SO_REUSEADDR``, so connections of a broker just stopped (TIME_WAIT) do
+    not count as the port being taken; a listening socket still does."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

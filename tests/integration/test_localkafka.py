@@ -13,7 +13,7 @@ import pytest
 
 from streamer.errors import LocalKafkaError
 from streamer.localkafka import LocalKafka, kafka_version, resolve_kafka_jars
-from streamer.localkafka.broker import pid_alive, read_state
+from streamer.localkafka.broker import free_port, pid_alive, read_state
 
 pytestmark = pytest.mark.kafka
 
@@ -89,6 +89,27 @@ def test_port_taken_is_one_clear_line(home: Path) -> None:
     assert result.stderr.strip() == (
         f"error: broker port {port} on 127.0.0.1 is taken: stop what uses it or choose another port"
     )
+
+
+def test_restart_on_the_same_port_right_after_stop(home: Path) -> None:
+    """A stopped broker's connections linger in TIME_WAIT for about 60 s; they must not
+    make `start --port` refuse a port that Kafka itself can bind (SO_REUSEADDR)."""
+    port = free_port()
+    first = streamer("kafka", "start", "--port", str(port))
+    assert first.returncode == 0, first.stderr
+    client = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        assert streamer("kafka", "stop").returncode == 0
+        client.settimeout(10)
+        assert client.recv(1) == b""  # the broker closed its side first ...
+    finally:
+        client.close()  # ... so that side is now in TIME_WAIT
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))  # what the old check did, and why it refused
+    again = streamer("kafka", "start", "--port", str(port))
+    assert again.returncode == 0, again.stderr
+    assert f"bootstrap servers: 127.0.0.1:{port}" in again.stdout
+    assert streamer("kafka", "stop").returncode == 0
 
 
 def test_no_java(home: Path) -> None:
