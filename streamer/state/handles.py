@@ -7,16 +7,34 @@ backend: the task's thread only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Protocol
 
 import orjson
 import rocksdict
 
 from streamer.state._layout import ABSENT, check_ttl, encode_value, successor
 
-if TYPE_CHECKING:
-    from streamer.state.keyed import KeyedStateBackend
+
+class KeyedStateBackend(Protocol):
+    """What a handle uses of ``streamer.state.keyed.KeyedStateBackend`` (its internals
+    for handles; a protocol, so this module does not import the backend's)."""
+
+    _db: rocksdict.Rdict
+    _clock: Callable[[], int]
+
+    def _prefix(self, sid: bytes) -> bytes: ...
+
+    def _decode(self, raw: bytes, now: int | None = None) -> Any: ...
+
+    def _expiry(self, ttl_ms: int | None) -> int | None: ...
+
+    def _scan(self, lower: bytes, upper: bytes) -> Iterator[tuple[bytes, bytes]]: ...
+
+    def _delete_prefix(self, prefix: bytes) -> None: ...
+
+    def _next_seq(self, prefix: bytes) -> int: ...
+
 
 __all__ = ["ListState", "MapState", "ValueState"]
 
