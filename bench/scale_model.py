@@ -24,7 +24,7 @@ side of its RPC connections (``bench/scale_sim.py``):
   ``consumer_failed`` / ``producer_failed`` and answers ``update_partition_info``
   with ``ack`` after ``--update-ms``.
 
-Messages from the simulated side enter through ``Coordinator._on_message``, the
+Messages from the simulated side enter through ``Coordinator.on_message``, the
 same dispatch the RPC server uses, each in its own task (as the transport does).
 Both directions go through the real codec: what the coordinator sends is
 encoded (`streamer.rpc.encode`, schema checked) and what it receives is encoded

@@ -113,7 +113,7 @@ class SimCluster:
     async def _handle(self, conn: FakeConnection, message: Message) -> None:
         """As the transport's handler task: dispatch, and answer a request that failed."""
         try:
-            await self.coordinator._on_message(cast(RpcConnection, conn), message)
+            await self.coordinator.on_message(cast(RpcConnection, conn), message)
         except Exception as exc:  # noqa: BLE001 - recorded and asserted on, as an error reply
             text = f"{type(exc).__name__}: {exc}"
             self.errors.append(f"handling {message.kind}: {text}")

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import orjson
 
 from streamer.graph import ExecutionGraph, JobGraph, TaskId, key_group_range
+from streamer.rpc import kinds as k
 from streamer.state import CheckpointStorage
 
 log = logging.getLogger(__name__)
@@ -129,14 +130,14 @@ class CheckpointCoordinator:
         return done
 
     # ------------------------------------------------------------------ acks
-    def on_ack(self, body: dict[str, Any]) -> None:
+    def on_ack(self, ack: k.CheckpointAck) -> None:
         pending = self.pending
-        task = TaskId.parse(body["task"])
-        if pending is None or body["checkpoint_id"] != pending.checkpoint_id:
+        task = TaskId.parse(ack.task)
+        if pending is None or ack.checkpoint_id != pending.checkpoint_id:
             return
-        if body["attempt"] != self.job.attempt_of(task):
+        if ack.attempt != self.job.attempt_of(task):
             return
-        pending.acks[task] = body["state"]
+        pending.acks[task] = ack.state
         if pending.expected <= set(pending.acks):
             self._complete(pending)
 
@@ -185,9 +186,9 @@ class CheckpointCoordinator:
         if pending.done is not None and not pending.done.done():
             pending.done.set_result(path)
 
-    def on_committed(self, body: dict[str, Any]) -> None:
-        task = TaskId.parse(body["task"])
-        self.committed[task] = max(self.committed.get(task, 0), body["checkpoint_id"])
+    def on_committed(self, committed: k.CheckpointCommitted) -> None:
+        task = TaskId.parse(committed.task)
+        self.committed[task] = max(self.committed.get(task, 0), committed.checkpoint_id)
 
     async def wait_for_commits(
         self, checkpoint_id: int, sinks: list[TaskId], timeout: float = 30.0
@@ -200,14 +201,14 @@ class CheckpointCoordinator:
                 return
             await asyncio.sleep(0.02)
 
-    def on_declined(self, body: dict[str, Any]) -> None:
+    def on_declined(self, declined: k.CheckpointDeclined) -> None:
         """A task could not write its part (Flink's ``declineCheckpoint``): abort it."""
         pending = self.pending
-        if pending is None or body["checkpoint_id"] != pending.checkpoint_id:
+        if pending is None or declined.checkpoint_id != pending.checkpoint_id:
             return
-        task = TaskId.parse(body["task"])
-        if body["attempt"] == self.job.attempt_of(task):
-            self._abort(pending, f"declined by {task}: {body.get('reason', '')}")
+        task = TaskId.parse(declined.task)
+        if declined.attempt == self.job.attempt_of(task):
+            self._abort(pending, f"declined by {task}: {declined.reason}")
 
     def abort(self, reason: str) -> None:
         if self.pending is not None:

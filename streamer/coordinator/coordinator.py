@@ -29,6 +29,8 @@ from streamer.coordinator.status_http import StatusServer
 from streamer.errors import StreamerError
 from streamer.graph import TaskId
 from streamer.rpc import Message, RpcConnection, RpcServer
+from streamer.rpc import kinds as k
+from streamer.rpc.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ class Coordinator:
         self._stopped = asyncio.Event()
         self._background: set[asyncio.Future[Any]] = set()
         self._monitor: asyncio.Future[None] | None = None
+        self.on_message = self._dispatcher()  # every control-plane message enters here
 
     @property
     def address(self) -> str:
@@ -63,7 +66,7 @@ class Coordinator:
 
     async def start(self) -> None:
         self.server = await RpcServer.start(
-            self._on_message, self.host, self.port, name="coordinator"
+            self.on_message, self.host, self.port, name="coordinator"
         )
         self.port = self.server.address[1]
         if self.status is not None:
@@ -138,11 +141,27 @@ class Coordinator:
                     self._worker_lost(worker, f"no heartbeat for {silent:.1f} s")
 
     # -------------------------------------------------------------- messages
-    async def _on_message(self, conn: RpcConnection, msg: Message) -> None:
-        handler = getattr(self, f"_on_{msg.kind}", None)
-        if handler is None:
-            raise StreamerError(f"the coordinator does not handle {msg.kind!r}")
-        await handler(conn, msg)
+    def _dispatcher(self) -> Dispatcher:
+        return Dispatcher(
+            "coordinator",
+            {
+                k.RegisterWorker: self._on_register_worker,
+                k.Heartbeat: self._on_heartbeat,
+                k.TaskExited: self._on_task_exited,
+                k.TaskHello: self._on_task_hello,
+                k.TaskStateReport: self._on_task_state,
+                k.TaskMetrics: self._on_task_metrics,
+                k.CheckpointAck: self._on_checkpoint_ack,
+                k.CheckpointDeclined: self._on_checkpoint_declined,
+                k.CheckpointCommitted: self._on_checkpoint_committed,
+                k.TriggerSavepoint: self._on_trigger_savepoint,
+                k.SubmitJob: self._on_submit_job,
+                k.ListJobs: self._on_list_jobs,
+                k.JobStatus: self._on_job_status,
+                k.CancelJob: self._on_cancel_job,
+                k.KillTask: self._on_kill_task,
+            },
+        )
 
     def _job(self, job_id: str) -> JobMaster:
         try:
@@ -150,9 +169,10 @@ class Coordinator:
         except KeyError:
             raise StreamerError(f"no job {job_id!r}; `streamer jobs` lists them") from None
 
-    async def _on_register_worker(self, conn: RpcConnection, msg: Message) -> None:
-        b = msg.body
-        worker = WorkerInfo(b["worker_id"], b["host"], b["pid"], b["slots"], conn)
+    async def _on_register_worker(
+        self, conn: RpcConnection, msg: Message, b: k.RegisterWorker
+    ) -> None:
+        worker = WorkerInfo(b.worker_id, b.host, b.pid, b.slots, conn)
         self.slots.add(worker)
         conn.on_close(lambda _c: self._worker_lost(worker, "control connection closed"))
         await conn.reply(
@@ -166,68 +186,65 @@ class Coordinator:
         for job in self.jobs.values():
             if not job.state.is_final:
                 await conn.notify("prepare_job", {"job_id": job.job_id, "job_ref": job.job_ref})
-        log.info(
-            "worker %s registered from %s with %d slots",
-            worker.worker_id,
-            worker.host,
-            worker.slots,
-        )
+        log.info("worker %s registered from %s with %d slots", b.worker_id, b.host, b.slots)
 
-    async def _on_heartbeat(self, conn: RpcConnection, msg: Message) -> None:
-        worker = self.workers.get(msg.body["worker_id"])
+    def _on_heartbeat(self, conn: RpcConnection, msg: Message, b: k.Heartbeat) -> None:
+        worker = self.workers.get(b.worker_id)
         if worker is not None:
             worker.last_heartbeat = time.monotonic()
 
-    async def _on_task_exited(self, conn: RpcConnection, msg: Message) -> None:
-        job = self.jobs.get(msg.body["job_id"])
+    def _on_task_exited(self, conn: RpcConnection, msg: Message, b: k.TaskExited) -> None:
+        job = self.jobs.get(b.job_id)
         if job is not None:
-            job.on_task_exited(msg.body)
+            job.on_task_exited(b)
 
-    async def _on_task_hello(self, conn: RpcConnection, msg: Message) -> None:
-        job = self.jobs.get(msg.body["job_id"])
+    async def _on_task_hello(self, conn: RpcConnection, msg: Message, b: k.TaskHello) -> None:
+        job = self.jobs.get(b.job_id)
         if job is None:
-            await conn.reply_error(msg, f"unknown job {msg.body['job_id']}")
+            await conn.reply_error(msg, f"unknown job {b.job_id}")
             return
-        job.on_hello(conn, msg)
+        job.on_hello(conn, msg, b)
 
-    async def _on_task_state(self, conn: RpcConnection, msg: Message) -> None:
-        job = self.jobs.get(msg.body["job_id"])
+    async def _on_task_state(self, conn: RpcConnection, msg: Message, b: k.TaskStateReport) -> None:
+        job = self.jobs.get(b.job_id)
         if job is not None:
-            await job.on_task_state(msg.body)
+            await job.on_task_state(b)
 
-    async def _on_task_metrics(self, conn: RpcConnection, msg: Message) -> None:
-        job = self.jobs.get(msg.body["job_id"])
+    def _on_task_metrics(self, conn: RpcConnection, msg: Message, b: k.TaskMetrics) -> None:
+        job = self.jobs.get(b.job_id)
         if job is not None:
-            job.on_metrics(msg.body)
+            job.on_metrics(b)
 
-    async def _on_checkpoint_ack(self, conn: RpcConnection, msg: Message) -> None:
-        job = self.jobs.get(msg.body["job_id"])
+    def _on_checkpoint_ack(self, conn: RpcConnection, msg: Message, b: k.CheckpointAck) -> None:
+        job = self.jobs.get(b.job_id)
         if job is not None:
-            job.checkpoints.on_ack(msg.body)
+            job.checkpoints.on_ack(b)
 
-    async def _on_checkpoint_declined(self, conn: RpcConnection, msg: Message) -> None:
-        job = self.jobs.get(msg.body["job_id"])
+    def _on_checkpoint_declined(
+        self, conn: RpcConnection, msg: Message, b: k.CheckpointDeclined
+    ) -> None:
+        job = self.jobs.get(b.job_id)
         if job is not None:
-            job.checkpoints.on_declined(msg.body)
+            job.checkpoints.on_declined(b)
 
-    async def _on_checkpoint_committed(self, conn: RpcConnection, msg: Message) -> None:
-        job = self.jobs.get(msg.body["job_id"])
+    def _on_checkpoint_committed(
+        self, conn: RpcConnection, msg: Message, b: k.CheckpointCommitted
+    ) -> None:
+        job = self.jobs.get(b.job_id)
         if job is not None:
-            job.checkpoints.on_committed(msg.body)
+            job.checkpoints.on_committed(b)
 
-    async def _on_trigger_savepoint(self, conn: RpcConnection, msg: Message) -> None:
-        job = self._job(msg.body["job_id"])
-        path, checkpoint_id = await job.savepoint(
-            msg.body["directory"], msg.body.get("stop", False)
-        )
+    async def _on_trigger_savepoint(
+        self, conn: RpcConnection, msg: Message, b: k.TriggerSavepoint
+    ) -> None:
+        path, checkpoint_id = await self._job(b.job_id).savepoint(b.directory, bool(b.stop))
         await conn.reply(msg, "savepoint", {"path": path, "checkpoint_id": checkpoint_id})
 
-    async def _on_submit_job(self, conn: RpcConnection, msg: Message) -> None:
+    async def _on_submit_job(self, conn: RpcConnection, msg: Message, b: k.SubmitJob) -> None:
         if not self.workers:
             raise StreamerError("no worker is registered: start one with `streamer worker`")
         job_id = f"job-{uuid.uuid4().hex[:8]}"
-        config = validate_settings(msg.body["config"])
-        job = JobMaster(self, job_id, msg.body["job_ref"], config)
+        job = JobMaster(self, job_id, b.job_ref, validate_settings(b.config))
         free = self.slots.free
         if free < len(job.tasks):
             raise StreamerError(
@@ -238,20 +255,20 @@ class Coordinator:
         self._spawn(job.start())
         await conn.reply(msg, "submitted", {"job_id": job_id})
 
-    async def _on_list_jobs(self, conn: RpcConnection, msg: Message) -> None:
+    async def _on_list_jobs(self, conn: RpcConnection, msg: Message, b: k.ListJobs) -> None:
         await conn.reply(msg, "jobs", {"jobs": [j.summary() for j in self.jobs.values()]})
 
-    async def _on_job_status(self, conn: RpcConnection, msg: Message) -> None:
-        await conn.reply(msg, "status", {"status": self._job(msg.body["job_id"]).status()})
+    async def _on_job_status(self, conn: RpcConnection, msg: Message, b: k.JobStatus) -> None:
+        await conn.reply(msg, "status", {"status": self._job(b.job_id).status()})
 
-    async def _on_cancel_job(self, conn: RpcConnection, msg: Message) -> None:
-        await self._job(msg.body["job_id"]).cancel()
+    async def _on_cancel_job(self, conn: RpcConnection, msg: Message, b: k.CancelJob) -> None:
+        await self._job(b.job_id).cancel()
         await conn.reply(msg, "ok")
 
-    async def _on_kill_task(self, conn: RpcConnection, msg: Message) -> None:
+    async def _on_kill_task(self, conn: RpcConnection, msg: Message, b: k.KillTask) -> None:
         """Fault injection from a client: SIGKILL the task's current process."""
-        job = self._job(msg.body["job_id"])
-        task = TaskId.parse(msg.body["task"])
+        job = self._job(b.job_id)
+        task = TaskId.parse(b.task)
         te = job.tasks.get(task)
         if te is None:
             raise StreamerError(f"job {job.job_id} has no task {task}")

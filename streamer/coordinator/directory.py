@@ -37,6 +37,7 @@ class TaskExecution(Protocol):
     @property
     def data_address(self) -> str | None: ...
 
+
 Channels = list[dict[str, Any]]
 _Key = str | TaskId  # a vertex id (all-to-all gates) or a producer task (forward gates)
 

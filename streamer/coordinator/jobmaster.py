@@ -37,7 +37,8 @@ from streamer.coordinator.status import failover_dicts, running_count, task_rows
 from streamer.errors import StreamerError
 from streamer.graph import ExchangeType, TaskId
 from streamer.localkafka.jars import streamer_home
-from streamer.rpc import RpcConnection, RpcError, TaskState
+from streamer.rpc import Message, RpcConnection, RpcError, TaskState
+from streamer.rpc import kinds as k
 
 log = logging.getLogger(__name__)
 S = TaskState
@@ -143,8 +144,8 @@ class JobMaster:
         elif outcome.result == Deployed.FAILED:
             await self.on_task_failure(task, attempt, outcome.reason)
 
-    def on_hello(self, conn: RpcConnection, msg: Any) -> None:
-        self.scheduler.on_hello(conn, msg)
+    def on_hello(self, conn: RpcConnection, msg: Message, hello: k.TaskHello) -> None:
+        self.scheduler.on_hello(conn, msg, hello)
 
     # ----------------------------------------------- CheckpointView (narrow)
     def can_checkpoint(self) -> bool:
@@ -188,16 +189,15 @@ class JobMaster:
         return out
 
     # ----------------------------------------------------------------- reports
-    async def on_task_state(self, body: dict[str, Any]) -> None:
-        task = TaskId.parse(body["task"])
-        te = self.tasks.current(task, body["attempt"])
+    async def on_task_state(self, report: k.TaskStateReport) -> None:
+        task = TaskId.parse(report.task)
+        te = self.tasks.current(task, report.attempt)
         if te is None or self.state != S.RUNNING:
             return  # a stale attempt, or a late report while the job ends
-        state = S(body["state"])
+        state = S(report.state)
         if state == S.FAILED:
-            await self.on_task_failure(
-                task, te.attempt, f"exception: {body.get('error')}", body.get("traceback")
-            )
+            cause = f"exception: {report.error}"
+            await self.on_task_failure(task, te.attempt, cause, report.traceback or "")
             return
         if te.state in (S.FAILED, S.CANCELING) or te.state == state:
             return  # already handled as a failure or a cancel
@@ -213,19 +213,20 @@ class JobMaster:
             if self.tasks.all_in(S.FINISHED):
                 self._end(S.FINISHED)
 
-    def on_metrics(self, body: dict[str, Any]) -> None:
-        task = TaskId.parse(body["task"])
-        if self.tasks.current(task, body["attempt"]) is not None:
-            self.tasks.set_metrics(task, body["metrics"])
+    def on_metrics(self, report: k.TaskMetrics) -> None:
+        task = TaskId.parse(report.task)
+        if self.tasks.current(task, report.attempt) is not None:
+            self.tasks.set_metrics(task, report.metrics)
 
-    def on_task_exited(self, body: dict[str, Any]) -> None:
-        task = TaskId.parse(body["task"])
-        te = self.tasks.current(task, body["attempt"])
+    def on_task_exited(self, exited: k.TaskExited) -> None:
+        task = TaskId.parse(exited.task)
+        te = self.tasks.current(task, exited.attempt)
         if te is None or te.state in (S.FINISHED, S.CANCELED):
             return
-        sig = body.get("signal")
         cause = (
-            f"process killed by signal {sig}" if sig else f"process exited with {body['exit_code']}"
+            f"process killed by signal {exited.signal}"
+            if exited.signal
+            else f"process exited with {exited.exit_code}"
         )
         self._spawn(self.on_task_failure(task, te.attempt, cause))
 

@@ -27,6 +27,7 @@ from streamer.coordinator.execution import ExecutionStore
 from streamer.coordinator.slots import SlotPool
 from streamer.graph import TaskId
 from streamer.rpc import Message, RpcConnection, RpcError, TaskState
+from streamer.rpc import kinds as k
 
 log = logging.getLogger(__name__)
 
@@ -118,15 +119,13 @@ class Scheduler:
         return DeployOutcome(Deployed.OK)
 
     # ----------------------------------------------------------------- hellos
-    def on_hello(self, conn: RpcConnection, msg: Message) -> None:
-        task = TaskId.parse(msg.body["task"])
-        te = self.store.current(task, msg.body["attempt"])
+    def on_hello(self, conn: RpcConnection, msg: Message, hello: k.TaskHello) -> None:
+        task = TaskId.parse(hello.task)
+        te = self.store.current(task, hello.attempt)
         if te is None or te.state.is_final or te.state == TaskState.CANCELING:
-            self._spawn(
-                conn.reply_error(msg, f"stale or unknown task {task}@{msg.body['attempt']}")
-            )
+            self._spawn(conn.reply_error(msg, f"stale or unknown task {task}@{hello.attempt}"))
             return
-        ready = self.store.said_hello(task, conn, msg.body["pid"], msg.body["data_address"] or None)
+        ready = self.store.said_hello(task, conn, hello.pid, hello.data_address or None)
         self._pending_hellos[task] = (conn, msg)
         self._answer_hello(task)
         for waiter in ready:

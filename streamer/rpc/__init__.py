@@ -35,13 +35,13 @@ from streamer.rpc.errors import (
     RpcSchemaError,
     RpcTimeout,
 )
+from streamer.rpc.kinds import KINDS, builtin_registry, kind_of, parse
 from streamer.rpc.messages import (
     ERROR_KIND,
     REGISTRY,
     KindSpec,
     Message,
     Registry,
-    builtin_registry,
     register,
 )
 from streamer.rpc.states import FINAL_STATES, TaskState
@@ -59,6 +59,7 @@ __all__ = [
     "DEFAULT_REQUEST_TIMEOUT",
     "ERROR_KIND",
     "FINAL_STATES",
+    "KINDS",
     "MAGIC",
     "PROTOCOL_VERSION",
     "REGISTRY",
@@ -82,5 +83,7 @@ __all__ = [
     "builtin_registry",
     "connect",
     "encode",
+    "kind_of",
+    "parse",
     "register",
 ]

@@ -3,9 +3,11 @@
 A message is a kind (``"deploy_task"``), an id, the id of the message it
 answers (0 when it is not a reply), whether it wants a reply, and a body: a
 JSON object whose fields are described by a tiny schema registered per kind.
-The registry is data, not classes: a dict of kind -> `KindSpec` (required
+The registry is the validation engine: a dict of kind -> `KindSpec` (required
 fields and their types, optional fields and their types, and the reply kinds
-a request of that kind expects). Other modules add kinds with::
+a request of that kind expects). The built-in kinds are declared once, as
+dataclasses, in `streamer.rpc.kinds`, which registers them; tools may add
+kinds with::
 
     register("trigger_checkpoint", required={"checkpoint_id": int}, replies=("ok",))
 
@@ -42,7 +44,6 @@ __all__ = [
     "KindSpec",
     "Message",
     "Registry",
-    "builtin_registry",
     "register",
 ]
 
@@ -249,94 +250,3 @@ def register(
 ) -> KindSpec:
     """Register ``kind`` in the process-wide `REGISTRY` (see `Registry.register`)."""
     return REGISTRY.register(kind, required, optional, replies=replies)
-
-
-def _builtin(registry: Registry) -> None:
-    r = registry.register
-    # Generic replies.
-    r("ok")
-    r("ack")
-    # worker <-> coordinator
-    r(
-        "register_worker",
-        {"worker_id": str, "host": str, "pid": int, "slots": int},
-        replies=("registered",),
-    )
-    r("registered", {"heartbeat_interval": float, "heartbeat_timeout": float})
-    r("heartbeat", {"worker_id": str, "tasks": list})
-    r("prepare_job", {"job_id": str, "job_ref": str})
-    r(
-        "deploy_task",
-        {
-            "job_id": str,
-            "job_ref": str,
-            "job_graph": dict,
-            "task": str,
-            "attempt": int,
-            "config": dict,
-        },
-        {"restore": dict},
-        replies=("deployed",),
-    )
-    r("deployed", {"pid": int})
-    r("cancel_task", {"job_id": str, "task": str, "attempt": int}, replies=("ok",))
-    r("kill_task", {"job_id": str, "task": str}, {"attempt": int}, replies=("ok",))
-    r(
-        "task_exited",
-        {"job_id": str, "task": str, "attempt": int, "exit_code": int},
-        {"signal": int, "error": str},
-    )
-    # task <-> coordinator
-    r(
-        "task_hello",
-        {"job_id": str, "task": str, "attempt": int, "data_address": str, "pid": int},
-        replies=("task_plan",),
-    )
-    r("task_plan", {"inputs": list}, {"restore": dict})
-    r(
-        "task_state",
-        {"job_id": str, "task": str, "attempt": int, "state": str},
-        {"error": str, "traceback": str},
-    )
-    r("consumer_failed", {"partition_id": str, "subpartition": int})
-    r("producer_failed", {"gate": int, "channel": int})
-    r(
-        "update_partition_info",
-        {"gate": int, "channel": int, "address": str, "attempt": int},
-        replies=("ack",),
-    )
-    r("task_metrics", {"job_id": str, "task": str, "attempt": int, "metrics": dict})
-    # checkpoints
-    r("trigger_checkpoint", {"checkpoint_id": int})
-    r(
-        "checkpoint_ack",
-        {"job_id": str, "task": str, "attempt": int, "checkpoint_id": int, "state": dict},
-    )
-    r("checkpoint_complete", {"checkpoint_id": int})
-    r("checkpoint_abort", {"checkpoint_id": int})
-    r("checkpoint_committed", {"job_id": str, "task": str, "attempt": int, "checkpoint_id": int})
-    r(
-        "trigger_savepoint",
-        {"job_id": str, "directory": str},
-        {"stop": bool},
-        replies=("savepoint",),
-    )
-    r("savepoint", {"path": str, "checkpoint_id": int})
-    # client <-> coordinator
-    r("submit_job", {"job_ref": str, "config": dict}, replies=("submitted",))
-    r("submitted", {"job_id": str})
-    r("list_jobs", replies=("jobs",))
-    r("jobs", {"jobs": list})
-    r("cancel_job", {"job_id": str}, replies=("ok",))
-    r("job_status", {"job_id": str}, replies=("status",))
-    r("status", {"status": dict})
-
-
-_builtin(REGISTRY)
-
-
-def builtin_registry() -> Registry:
-    """A fresh registry holding only the built-in kinds (for tests and tools)."""
-    registry = Registry()
-    _builtin(registry)
-    return registry

@@ -119,7 +119,7 @@ def test_builtin_kinds_are_registered_with_their_schemas() -> None:
         "task_hello": ({"job_id", "task", "attempt", "data_address", "pid"}, set()),
         "task_plan": ({"inputs"}, {"restore"}),
         "task_state": ({"job_id", "task", "attempt", "state"}, {"error", "traceback"}),
-        "consumer_failed": ({"partition_id", "subpartition"}, set()),
+        "consumer_failed": ({"partition_id", "subpartition"}, {"restore_checkpoint"}),
         "producer_failed": ({"gate", "channel"}, set()),
         "update_partition_info": ({"gate", "channel", "address", "attempt"}, set()),
         "ack": (set(), set()),
@@ -135,12 +135,17 @@ def test_builtin_kinds_are_registered_with_their_schemas() -> None:
         "error": ({"message"}, set()),
         "trigger_checkpoint": ({"checkpoint_id"}, set()),
         "checkpoint_ack": ({"job_id", "task", "attempt", "checkpoint_id", "state"}, set()),
+        "checkpoint_declined": (
+            {"job_id", "task", "attempt", "checkpoint_id", "reason"},
+            set(),
+        ),
         "checkpoint_complete": ({"checkpoint_id"}, set()),
         "checkpoint_abort": ({"checkpoint_id"}, set()),
         "checkpoint_committed": ({"job_id", "task", "attempt", "checkpoint_id"}, set()),
         "trigger_savepoint": ({"job_id", "directory"}, {"stop"}),
         "savepoint": ({"path", "checkpoint_id"}, set()),
     }
+    assert set(REGISTRY.kinds()) == set(expected)
     for kind, (required, optional) in expected.items():
         spec = REGISTRY.spec(kind)
         assert set(spec.required) == required, kind
