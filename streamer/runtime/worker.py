@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from streamer.rpc import Message, RpcConnection, connect
+from streamer.rpc import kinds as k
+from streamer.rpc.dispatch import Dispatcher
 from streamer.runtime.warm_pool import WarmPool, task_log_path
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,7 @@ class Worker:
         await self.pool.start()
         host, _, port = self.coordinator.rpartition(":")
         self.conn = await connect(
-            host, int(port), self._on_message, name="coordinator", timeout=5.0, retries=50
+            host, int(port), self._dispatcher(), name="coordinator", timeout=5.0, retries=50
         )
         self.conn.on_close(lambda _conn: self._stopped.set())
         reply = await self.conn.request(
@@ -115,23 +117,31 @@ class Worker:
             await asyncio.sleep(interval)
 
     # --------------------------------------------------------------- messages
-    async def _on_message(self, conn: RpcConnection, msg: Message) -> None:
-        body = msg.body
-        if msg.kind == "prepare_job":
-            module = body["job_ref"].partition(":")[0]
-            await self.pool.preload(module)
-        elif msg.kind == "deploy_task":
-            pid = await self._deploy(body)
-            await conn.reply(msg, "deployed", {"pid": pid})
-        elif msg.kind in ("kill_task", "cancel_task"):
-            killed = await self._kill_matching(body["job_id"], body["task"], body.get("attempt"))
-            if msg.wants_reply:
-                await conn.reply(msg, "ok")
-            log.info(
-                "%s %s/%s: killed %d process(es)", msg.kind, body["job_id"], body["task"], killed
-            )
-        else:
-            raise ValueError(f"worker does not handle {msg.kind!r}")
+    def _dispatcher(self) -> Dispatcher:
+        return Dispatcher(
+            "worker",
+            {
+                k.PrepareJob: self._on_prepare_job,
+                k.DeployTask: self._on_deploy_task,
+                k.KillTask: self._on_kill,
+                k.CancelTask: self._on_kill,
+            },
+        )
+
+    async def _on_prepare_job(self, conn: RpcConnection, msg: Message, b: k.PrepareJob) -> None:
+        await self.pool.preload(b.job_ref.partition(":")[0])
+
+    async def _on_deploy_task(self, conn: RpcConnection, msg: Message, b: k.DeployTask) -> None:
+        pid = await self._deploy(msg.body)
+        await conn.reply(msg, "deployed", {"pid": pid})
+
+    async def _on_kill(
+        self, conn: RpcConnection, msg: Message, b: k.KillTask | k.CancelTask
+    ) -> None:
+        killed = await self._kill_matching(b.job_id, b.task, b.attempt)
+        if msg.wants_reply:
+            await conn.reply(msg, "ok")
+        log.info("%s %s/%s: killed %d process(es)", msg.kind, b.job_id, b.task, killed)
 
     async def _deploy(self, body: dict[str, Any]) -> int:
         deployment = dict(body)
