@@ -45,7 +45,10 @@ def describe_failover(f: dict[str, Any]) -> str:
         return "-" if value is None else f"{(value - start) * 1000:.0f} ms"
 
     extra = f", fell back: {f['fallback_reason']}" if f.get("fell_back") else ""
-    ended = "" if f.get("status", "done") == "done" else f" ({f['status']})"
+    ended = "" if f.get("status", "done") == "done" else f" ({f['status']}"
+    if ended:
+        by = f.get("superseded_by")
+        ended += f" by failover {by})" if by is not None else ")"
     return (
         f"{f['task']} ({f['cause']}) {f['strategy']}: detected {ms('detected_at')}, "
         f"deployed {ms('deployed_at')}, running {ms('running_at')}, "
@@ -63,12 +66,13 @@ class FailoverPrinter:
         self._printed: set[Any] = set()
 
     def new_lines(self, failovers: list[dict[str, Any]]) -> list[str]:
-        """``failover: ...`` lines for the failovers that ended since the last call."""
+        """``failover <id>: ...`` lines for the failovers that ended since the last call."""
         lines = []
         for index, f in enumerate(failovers):
             key = f.get("id", index)
             if key in self._printed or f["status"] == "in_progress":
                 continue
             self._printed.add(key)
-            lines.append(f"failover: {describe_failover(f)}")
+            number = f" {f['id']}" if "id" in f else ""
+            lines.append(f"failover{number}: {describe_failover(f)}")
         return lines

@@ -41,5 +41,5 @@ def test_env_reaches_every_process_the_cluster_starts(tmp_path: Path) -> None:
         deadline = time.monotonic() + 30
         while not (warm := children(worker)) and time.monotonic() < deadline:
             time.sleep(0.1)  # the warm task processes start after the worker registers
-        assert warm, "the worker started no warm task process"
+        assert warm, f"the worker started no warm task process\n{cluster.log_tails()}"
         assert all(environ(p)["STREAMER_TEST_MARK"] == "marked" for p in warm)

@@ -31,7 +31,7 @@ def test_a_failover_is_printed_once_when_it_ends() -> None:
     assert printer.new_lines([failover(1, "count#2", "in_progress")]) == []
     lines = printer.new_lines([failover(1, "count#2")])
     assert lines == [
-        "failover: count#2 (process killed by signal 9) individual: detected 0 ms, "
+        "failover 1: count#2 (process killed by signal 9) individual: detected 0 ms, "
         "deployed 9 ms, running 27 ms, channels updated 35 ms; restarted 1 task(s)"
     ]
     assert printer.new_lines([failover(1, "count#2")]) == []
@@ -46,7 +46,7 @@ def test_overlapping_failovers_all_print_in_the_order_they_end() -> None:
         statuses[ending] = "done"
         records = [failover(i + 1, f"count#{i}", s) for i, s in enumerate(statuses)]
         printed += printer.new_lines(records)
-    tasks = [line.split()[1] for line in printed]
+    tasks = [line.split()[2] for line in printed]
     assert len(tasks) == 20 and len(set(tasks)) == 20
     assert tasks[:3] == ["count#19", "count#17", "count#15"]
     assert tasks[10:13] == ["count#0", "count#2", "count#4"]
@@ -57,16 +57,18 @@ def test_every_ending_status_prints_and_says_so_unless_done() -> None:
     lines = printer.new_lines(
         [
             failover(1, "a#0", "in_progress"),
-            failover(2, "b#0", "superseded", deployed_at=None, running_at=None),
+            failover(2, "b#0", "superseded", deployed_at=None, running_at=None, superseded_by=5),
             failover(3, "c#0", "job_failed"),
-            failover(4, "d#0", "done"),
+            failover(4, "d#0", "job_ended"),
+            failover(5, "e#0", "done"),
         ]
     )
-    assert [line.split()[1] for line in lines] == ["b#0", "c#0", "d#0"]
+    assert [line.split(":")[0] for line in lines] == [f"failover {i}" for i in (2, 3, 4, 5)]
     assert lines[0].endswith("deployed -, running -, channels updated 35 ms; "
-                             "restarted 1 task(s) (superseded)")  # fmt: skip
+                             "restarted 1 task(s) (superseded by failover 5)")  # fmt: skip
     assert lines[1].endswith(" (job_failed)")
-    assert lines[2].endswith("restarted 1 task(s)")
+    assert lines[2].endswith(" (job_ended)")
+    assert lines[3].endswith("restarted 1 task(s)")
 
 
 def test_failovers_are_told_apart_by_id_not_position() -> None:
@@ -74,7 +76,15 @@ def test_failovers_are_told_apart_by_id_not_position() -> None:
     assert len(printer.new_lines([failover(7, "a#0")])) == 1
     # the same failover at another position is not printed again; a new id is
     lines = printer.new_lines([failover(6, "b#0"), failover(7, "a#0")])
-    assert [line.split()[1] for line in lines] == ["b#0"]
+    assert [line.split()[2] for line in lines] == ["b#0"]
+
+
+def test_records_without_an_id_are_told_apart_by_position() -> None:
+    printer = FailoverPrinter()
+    first = failover(1, "a#0")
+    del first["id"]
+    assert printer.new_lines([first]) == [f"failover: {describe_failover(first)}"]
+    assert printer.new_lines([first]) == []
 
 
 def test_timings_count_from_the_kill_request_and_show_a_fallback() -> None:
