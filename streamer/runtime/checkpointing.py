@@ -11,11 +11,9 @@ A newer barrier while an older checkpoint is still aligning supersedes it (the
 older one is given up; the coordinator aborts it). ``abort(n)`` unblocks
 everything for checkpoint ``n`` (the coordinator aborted it, e.g. on failover).
 
-Each task writes its part of checkpoint ``n`` into ``task_dir(root, n, task)``
-(``<root>/pending-<n>/tasks/<task>/``, see ``streamer.state.storage``): a
-``task.json`` (source positions, JSON operator state), ``keyed/`` (the RocksDB
-checkpoint) and, for an exactly-once sink, ``sink.json``. The coordinator then
-completes the checkpoint atomically.
+What a task writes once aligned, and how it acks or declines, is
+``runtime.snapshots``; where it goes is ``streamer.state``'s business
+(`TaskSnapshotWriter`).
 
 Threading: the task's loop only.
 """
@@ -23,7 +21,6 @@ Threading: the task's loop only.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Protocol
 
 log = logging.getLogger(__name__)
@@ -90,10 +87,3 @@ class BarrierAligner:
             self.gate.unblock(channel)
         self.arrived.clear()
         self.checkpoint_id = None
-
-
-def task_dir(root: str | Path, checkpoint_id: int, task: str) -> Path:
-    """Where ``task`` writes its part of checkpoint ``checkpoint_id`` (the storage's layout)."""
-    from streamer.state.storage import PendingCheckpoint
-
-    return PendingCheckpoint.attach(root, checkpoint_id).task_dir(task)

@@ -18,6 +18,9 @@ function on one or more keyed inputs. User functions for ``process`` get a
 ``ctx.key`` is the record's key, ``ctx.input`` the index of the input it came
 from, ``ctx.timestamp`` its event time, ``ctx.state`` the per-key state.
 
+The runtime builds a vertex's chain from these in ``streamer.runtime.chain``
+(which also knows the join: ``streamer.runtime.join`` builds on this module).
+
 Threading: everything runs on the task's one thread; operators are not
 thread-safe. Ordering: an operator emits in the order it processes.
 """
@@ -29,8 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from streamer.api import Job
-from streamer.graph import JobEdge, JobVertex, OperatorKind, OperatorSpec
+from streamer.graph import OperatorSpec
 
 log = logging.getLogger(__name__)
 
@@ -258,59 +260,3 @@ class ChainOutput:
 
     def collect(self, value: Any, ts: int | None) -> None:
         self._process(value, ts, 0)
-
-
-def build_operator(
-    job: Job, spec: OperatorSpec, input_edges: tuple[JobEdge, ...], backend: Any = None
-) -> ChainedOperator:
-    """The runtime operator for one ``OperatorSpec`` (not sources or sinks)."""
-    fn = job.operator_function(spec)
-    if spec.kind == OperatorKind.MAP:
-        assert fn is not None
-        return MapOperator(spec, fn)
-    if spec.kind == OperatorKind.FILTER:
-        assert fn is not None
-        return FilterOperator(spec, fn)
-    if spec.kind == OperatorKind.FLAT_MAP:
-        assert fn is not None
-        return FlatMapOperator(spec, fn)
-    if spec.kind == OperatorKind.PROCESS:
-        assert fn is not None
-        edges = sorted(input_edges, key=lambda e: e.input_index)
-        key_fns = [job.key_function(e) or _no_key for e in edges]
-        return KeyedProcessOperator(spec, fn, key_fns, backend)
-    if spec.kind == OperatorKind.JOIN:
-        from streamer.runtime.join_factory import build_join
-
-        return build_join(job, spec, input_edges, backend)
-    raise NotImplementedError(f"operator kind {spec.kind!s} ({spec.name}) has no runtime yet")
-
-
-def _no_key(value: Any) -> Any:
-    return None
-
-
-def build_chain(
-    job: Job, vertex: JobVertex, tail_output: Output, info: TaskInfo, backend: Any = None
-) -> tuple[list[ChainedOperator], Output]:
-    """Operators of ``vertex`` between its source head and sink tail, wired to ``tail_output``.
-
-    Returns the operators (head first) and the ``Output`` that feeds the chain's
-    first operator (``tail_output`` itself when the chain has no operator).
-    """
-    body = [
-        op
-        for op in vertex.operators
-        if op.kind not in (OperatorKind.KAFKA_SOURCE, OperatorKind.KAFKA_SINK)
-    ]
-    input_edges = job.job_graph.inputs_of(vertex.vertex_id)
-    operators = [
-        build_operator(job, op, input_edges if i == 0 else (), backend) for i, op in enumerate(body)
-    ]
-    out: Output = tail_output
-    for op in reversed(operators):
-        op.output = out
-        out = ChainOutput(op)
-    for op in operators:
-        op.open(info)
-    return operators, out

@@ -1,5 +1,10 @@
 """Where a chain's results go: the task's ``RecordWriter``s, or a Kafka sink.
 
+``NetworkOutputs`` opens a task's network side: one netlayer ``ResultPartition``
+per output edge, served by the task's ``PartitionServer``, each fed by a
+``RecordWriter`` (hash edges with the edge's key function); ``WriterOutput`` is
+the chain tail over those writers.
+
 ``SinkOutput`` with exactly-once delivery is a write-ahead sink on top of the
 transactional ``KafkaSink``: every record written since the last committed
 checkpoint is also kept here, in segments cut at barriers. At the barrier of
@@ -18,11 +23,84 @@ Threading: the task's loop only.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from netlayer.partition import RecordWriter
+from netlayer.partition import RecordWriter, ResultPartition
+from netlayer.transport import PartitionServer
 from streamer.connectors import Delivery, KafkaSink
+from streamer.graph import Partitioner
+from streamer.runtime.task_context import TaskContext
+
+log = logging.getLogger(__name__)
+
+
+class NetworkOutputs:
+    """The task's result partitions, their writers and the server consumers connect to."""
+
+    def __init__(self, ctx: TaskContext) -> None:
+        self.ctx = ctx
+        self.server: PartitionServer | None = None
+        self.partitions: dict[str, ResultPartition] = {}
+        self.writers: list[RecordWriter] = []
+        self.output: WriterOutput | None = None
+        """The chain tail feeding the writers (None: the task has no output edge)."""
+
+    async def open(self) -> None:
+        ctx = self.ctx
+        partitions = ctx.eg.result_partitions(ctx.task_id)
+        if not partitions:
+            return
+        self.server = PartitionServer(ctx.config.get("bind_host", "127.0.0.1"))
+        writers: list[tuple[RecordWriter, Callable[[Any], Any] | None]] = []
+        for rp in partitions:
+            edge = rp.edge
+            partition = ResultPartition(
+                rp.partition_id,
+                len(rp.subpartitions),
+                ctx.attempt,
+                buffer_timeout=ctx.config.get("buffer_timeout", 0.005),
+            )
+            self.server.register(partition)
+            self.partitions[rp.partition_id] = partition
+            target = ctx.job.job_graph.vertex(edge.target_vertex)
+            writer = RecordWriter(
+                partition,
+                str(edge.partitioner),  # type: ignore[arg-type]
+                max_parallelism=target.max_parallelism,
+                start_index=ctx.task_id.subtask,
+            )
+            self.writers.append(writer)
+            hashed = edge.partitioner == Partitioner.HASH
+            writers.append((writer, ctx.job.key_function(edge) if hashed else None))
+        await self.server.start()
+        self.output = WriterOutput(writers)
+
+    def data_address(self) -> str:
+        """``host:port`` consumers connect to ("" without outputs)."""
+        if self.server is None:
+            return ""
+        host = self.ctx.config.get("advertise_host") or self.server.host
+        return f"{host}:{self.server.port}"
+
+    async def finish(self) -> None:
+        """End of input: ``EndOfPartition`` everywhere, then wait until consumers drained."""
+        for writer in self.writers:
+            writer.finish()
+        timeout = float(self.ctx.config.get("finish_timeout", 30.0))
+        for partition in self.partitions.values():
+            try:
+                await asyncio.wait_for(partition.wait_consumed(), timeout)
+            except TimeoutError:
+                log.warning("task %s: consumers of %s did not drain", self.ctx, partition)
+
+    async def close(self) -> None:
+        for partition in self.partitions.values():
+            partition.close()
+        if self.server is not None:
+            await self.server.close()
 
 
 class WriterOutput:

@@ -58,7 +58,8 @@ def _redirect_output(log_file: str | None) -> None:
 
 
 def run_deployment(deployment: dict[str, Any]) -> int:
-    from streamer.runtime.task import FAILED, Task
+    from streamer.rpc import TaskState
+    from streamer.runtime.task import Task
 
     config = deployment.get("config", {})
     _redirect_output(config.get("log_file"))
@@ -73,7 +74,7 @@ def run_deployment(deployment: dict[str, Any]) -> int:
         logging.getLogger(__name__).exception("could not create task %s", deployment.get("task"))
         return 1
     state = asyncio.run(task.run())
-    return 1 if state == FAILED else 0
+    return 1 if state == TaskState.FAILED else 0
 
 
 def main(argv: list[str] | None = None) -> int:

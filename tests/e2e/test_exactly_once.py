@@ -10,18 +10,32 @@ lose records (and see rolled-back counts); every other key stays exact.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
 from streamer.graph import subtask_for_key
+from streamer.runtime.faults import FaultHooks
 from streamer.testing import TopicFactory, read_topic
 from streamer.testing.checker import check_sequences
 from streamer.testing.cluster import LocalCluster, Status, all_running
 from streamer.testing.feeder import EventFeeder
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
+
+
+@pytest.fixture
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LocalCluster]:
+    """conftest's cluster; a test installs fault hooks on its workers with
+    ``@pytest.mark.parametrize("cluster", [FaultHooks(...)], indirect=True)``."""
+    hooks: FaultHooks = getattr(request, "param", FaultHooks())
+    env = {} if hooks.empty else hooks.install(tmp_path / "faults.json")
+    repo = Path(__file__).resolve().parents[2]
+    with LocalCluster(2, slots=8, warm=1, work_dir=tmp_path / "cluster", cwd=repo, env=env) as c:
+        yield c
 
 
 def submit(
@@ -125,6 +139,9 @@ def test_individual_loses_only_the_failed_key_groups(
     assert cluster.status(job_id)["checkpoints"]["restored_from"]["checkpoint_id"] >= 3
 
 
+@pytest.mark.parametrize(
+    "cluster", [FaultHooks(die_after_commit={"sink#1": 4})], indirect=True, ids=["die_after_commit"]
+)
 def test_a_sink_that_dies_right_after_its_commit_is_not_written_twice(
     cluster: LocalCluster, kafka_bootstrap: str, kafka_topics: TopicFactory
 ) -> None:
@@ -135,7 +152,6 @@ def test_a_sink_that_dies_right_after_its_commit_is_not_written_twice(
         kafka_bootstrap,
         kafka_topics,
         "region",
-        test_hooks={"die_after_commit": {"sink#1": 4}},
     )
     feeder = EventFeeder(kafka_bootstrap, src, rate=250, keys=32).start()
     status = cluster.wait_for(job_id, failovers_done(1), what="recovery of sink#1")

@@ -9,17 +9,32 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
 from streamer.graph import subtask_for_key
+from streamer.runtime.faults import FaultHooks
 from streamer.testing import TopicFactory, read_topic
 from streamer.testing.cluster import LocalCluster, Status, all_running
 from streamer.testing.feeder import EventFeeder
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
+
+
+@pytest.fixture
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LocalCluster]:
+    """conftest's cluster; a test installs fault hooks on its workers with
+    ``@pytest.mark.parametrize("cluster", [FaultHooks(...)], indirect=True)``."""
+    hooks: FaultHooks = getattr(request, "param", FaultHooks())
+    env = {} if hooks.empty else hooks.install(tmp_path / "faults.json")
+    repo = Path(__file__).resolve().parents[2]
+    with LocalCluster(2, slots=8, warm=1, work_dir=tmp_path / "cluster", cwd=repo, env=env) as c:
+        yield c
+
 
 KEYED = "examples.keyed_count:job"
 ALL_TASKS = sorted(
@@ -200,6 +215,12 @@ def test_full_restart_restarts_every_task(
     assert status["failovers"][0]["strategy"] == "full"
 
 
+@pytest.mark.parametrize(
+    "cluster",
+    [FaultHooks(never_ack_channel_update=frozenset({"sink#0"}))],
+    indirect=True,
+    ids=["never_ack_channel_update"],
+)
 def test_unacknowledged_channel_update_falls_back_to_a_region_restart(
     cluster: LocalCluster, kafka_bootstrap: str, kafka_topics: TopicFactory
 ) -> None:
@@ -209,7 +230,6 @@ def test_unacknowledged_channel_update_falls_back_to_a_region_restart(
         kafka_topics,
         "individual",
         channel_update_timeout=1.0,
-        test_hooks={"never_ack_channel_update": ["sink#0"]},
     )
     cluster.kill_task(job_id, "count#1")
     status = cluster.wait_for(job_id, failover_done, what="failover done")

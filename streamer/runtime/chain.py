@@ -1,0 +1,133 @@
+"""Build a task's operator chain: operators from their specs, keyed state, restore.
+
+``build_chain`` wires the operators of a vertex (between its source head and sink
+tail) to the chain's output; ``build_task_chain`` also opens the task's RocksDB
+keyed state (restored from a checkpoint when the plan says so), attaches a join's
+late side output and restores each operator's JSON state.
+
+Imports: this module sits above ``operators``, ``join`` and ``join_factory``
+(``join`` builds on ``operators``), so none of them imports another in a cycle.
+
+Threading: the task's loop only (called once, before the first record).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streamer.api import Job
+from streamer.graph import JobEdge, JobVertex, OperatorKind, OperatorSpec, key_group_range
+from streamer.runtime.join_factory import RuntimeIntervalJoin, attach_late_output, build_join
+from streamer.runtime.operators import (
+    ChainedOperator,
+    ChainOutput,
+    FilterOperator,
+    FlatMapOperator,
+    KeyedProcessOperator,
+    MapOperator,
+    Output,
+    TaskInfo,
+)
+from streamer.runtime.task_context import TaskContext
+from streamer.state import KeyedStateBackend
+
+Head = Callable[[Any, int | None, int], None]
+"""``head(value, ts, input_index)``: feeds one record into the chain."""
+
+
+def build_operator(
+    job: Job, spec: OperatorSpec, input_edges: tuple[JobEdge, ...], backend: Any = None
+) -> ChainedOperator:
+    """The runtime operator for one ``OperatorSpec`` (not sources or sinks)."""
+    fn = job.operator_function(spec)
+    if spec.kind == OperatorKind.MAP:
+        assert fn is not None
+        return MapOperator(spec, fn)
+    if spec.kind == OperatorKind.FILTER:
+        assert fn is not None
+        return FilterOperator(spec, fn)
+    if spec.kind == OperatorKind.FLAT_MAP:
+        assert fn is not None
+        return FlatMapOperator(spec, fn)
+    if spec.kind == OperatorKind.PROCESS:
+        assert fn is not None
+        edges = sorted(input_edges, key=lambda e: e.input_index)
+        key_fns = [job.key_function(e) or _no_key for e in edges]
+        return KeyedProcessOperator(spec, fn, key_fns, backend)
+    if spec.kind == OperatorKind.JOIN:
+        return build_join(job, spec, input_edges, backend)
+    raise NotImplementedError(f"operator kind {spec.kind!s} ({spec.name}) has no runtime yet")
+
+
+def _no_key(value: Any) -> Any:
+    return None
+
+
+def build_chain(
+    job: Job, vertex: JobVertex, tail_output: Output, info: TaskInfo, backend: Any = None
+) -> tuple[list[ChainedOperator], Output]:
+    """Operators of ``vertex`` between its source head and sink tail, wired to ``tail_output``.
+
+    Returns the operators (head first) and the ``Output`` that feeds the chain's
+    first operator (``tail_output`` itself when the chain has no operator).
+    """
+    body = [
+        op
+        for op in vertex.operators
+        if op.kind not in (OperatorKind.KAFKA_SOURCE, OperatorKind.KAFKA_SINK)
+    ]
+    input_edges = job.job_graph.inputs_of(vertex.vertex_id)
+    operators = [
+        build_operator(job, op, input_edges if i == 0 else (), backend) for i, op in enumerate(body)
+    ]
+    out: Output = tail_output
+    for op in reversed(operators):
+        op.output = out
+        out = ChainOutput(op)
+    for op in operators:
+        op.open(info)
+    return operators, out
+
+
+@dataclass
+class TaskChain:
+    operators: list[ChainedOperator]
+    head: Head
+    backend: KeyedStateBackend | None
+
+
+def build_task_chain(ctx: TaskContext, tail: Output, restore: dict[str, Any]) -> TaskChain:
+    """The task's chain wired to ``tail``, its keyed state open and everything restored."""
+    kinds = (OperatorKind.PROCESS, OperatorKind.JOIN)
+    backend = None
+    if any(op.kind in kinds for op in ctx.vertex.operators):
+        backend = open_state_backend(ctx, restore)
+    operators, first = build_chain(ctx.job, ctx.vertex, tail, ctx.info, backend)
+    for op in operators:
+        if isinstance(op, RuntimeIntervalJoin):
+            attach_late_output(op, ctx.config["bootstrap_servers"])
+        saved = restore.get("operators", {}).get(op.spec.uid)
+        if saved is not None or restore.get("keyed"):
+            op.restore_state(saved)  # None: rebuild in-memory indexes from the state
+    if operators:
+        return TaskChain(operators, operators[0].process, backend)
+    collect = first.collect
+    return TaskChain(operators, lambda value, ts, _input: collect(value, ts), backend)
+
+
+def open_state_backend(ctx: TaskContext, restore: dict[str, Any]) -> KeyedStateBackend:
+    """RocksDB keyed state in this attempt's working directory, restored if asked."""
+    base = Path(ctx.config.get("state_dir") or Path.cwd() / "streamer-state")
+    path = base / ctx.job_id / f"{ctx.task.replace('#', '-')}-a{ctx.attempt}"
+    shutil.rmtree(path, ignore_errors=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    maxp = ctx.vertex.max_parallelism
+    groups = key_group_range(ctx.task_id.subtask, maxp, ctx.vertex.parallelism)
+    sources = [(Path(d), meta) for d, meta in restore.get("keyed", [])]
+    if sources:
+        return KeyedStateBackend.restore(path, sources, max_parallelism=maxp, key_groups=groups)
+    return KeyedStateBackend.open(path, max_parallelism=maxp, key_groups=groups)

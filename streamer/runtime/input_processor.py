@@ -1,0 +1,192 @@
+"""``InputProcessor``: the main loop of a task with network inputs.
+
+Opens one netlayer ``InputGate`` over the channels of all input edges
+(``channel_input`` maps a flat channel index to the operator input; gate ``g``'s
+channels start at ``gate_offsets[g]``), then takes batches from it until every
+channel reached ``EndOfPartition``: records go to the chain's head, events are
+handled in order:
+
+- ``CheckpointBarrier``: alignment (``BarrierAligner``); once aligned the
+  ``TaskSnapshotter`` takes the snapshot and forwards the barrier;
+- ``Watermark``: combined over the available channels (``WatermarkCombiner``);
+  when the min moves, event time advances (``WatermarkOutput``), and consumers
+  hear when every input went idle;
+- ``UnavailableEvent`` (a producer was lost): the channel leaves alignment and
+  the watermark min until a channel update makes it available again;
+- ``EndOfPartition``: the channel is done.
+
+Single-task recovery: ``producer_failed`` queues an ``UnavailableEvent`` on a
+channel; ``update_partition_info`` swaps a channel to a producer's new attempt
+through the gate's ``CachedChannelProvider`` (after the old attempt's items).
+
+Threading: the task's loop only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from netlayer.events import CheckpointBarrier, EndOfPartition, Watermark
+from netlayer.gate import ChannelInfo, InputGate, UnavailableEvent
+from streamer.runtime.chain import Head
+from streamer.runtime.checkpointing import BarrierAligner
+from streamer.runtime.eventtime import WatermarkCombiner
+from streamer.runtime.outputs import SinkOutput, WriterOutput
+from streamer.runtime.sink_commits import SinkCommitter
+from streamer.runtime.snapshots import TaskSnapshotter
+from streamer.runtime.task_context import TaskContext, parse_address
+from streamer.runtime.task_metrics import Counters
+from streamer.runtime.watermark_output import WatermarkOutput
+
+log = logging.getLogger(__name__)
+
+OnUpdated = Callable[[Exception | None], None]
+
+
+class InputProcessor:
+    def __init__(
+        self,
+        ctx: TaskContext,
+        gate: InputGate,
+        gate_offsets: list[int],
+        channel_input: list[int],
+        counters: Counters,
+    ) -> None:
+        self.ctx = ctx
+        self.gate = gate
+        self.gate_offsets = gate_offsets
+        self.channel_input = channel_input
+        self.counters = counters
+        self.aligner = BarrierAligner(gate, gate.channels)  # type: ignore[arg-type]
+        self.combiner = WatermarkCombiner(len(gate.channels))
+        self._idle_sent = False
+        self._snapshotter: TaskSnapshotter | None = None
+        self._watermarks: WatermarkOutput | None = None
+
+    @classmethod
+    async def open(
+        cls, ctx: TaskContext, plan: dict[str, Any], counters: Counters
+    ) -> InputProcessor | None:
+        """Connect the gate to the producers the plan names; None for a task without inputs."""
+        gates = ctx.eg.input_gates(ctx.task_id)
+        if not gates:
+            return None
+        channels: list[ChannelInfo] = []
+        offsets: list[int] = []
+        channel_input: list[int] = []
+        for gate, planned in zip(gates, plan["inputs"], strict=True):
+            offsets.append(len(channels))
+            for producer, where in zip(gate.channels, planned, strict=True):
+                partition_id = f"{gate.edge.edge_id}@{producer.subtask}"
+                address = parse_address(where["address"])
+                channels.append(
+                    ChannelInfo(partition_id, gate.subpartition, address, where["attempt"])
+                )
+                channel_input.append(gate.gate_index)
+        input_gate = InputGate(
+            channels,
+            ctx.attempt,
+            connect_timeout=float(ctx.config.get("connect_timeout", 10.0)),
+            # end of input waits for a producer under recovery: its new attempt still
+            # has records for us (alignment and watermarks do leave it out)
+            wait_for_unavailable=True,
+        )
+        await input_gate.start()
+        return cls(ctx, input_gate, offsets, channel_input, counters)
+
+    # ---------------------------------------------------------------- control
+    def channel_index(self, gate: int, channel: int) -> int:
+        return self.gate_offsets[gate] + channel
+
+    def producer_failed(self, gate: int, channel: int) -> None:
+        index = self.channel_index(gate, channel)
+        self.gate.producer_failed(index, reason="coordinator: producer failed")
+
+    def update_partition_info(
+        self, gate: int, channel: int, address: str, attempt: int, on_done: OnUpdated
+    ) -> None:
+        """Swap the channel to the producer's new attempt; ``on_done(error)`` when done."""
+        index = self.channel_index(gate, channel)
+
+        def done(_channel: int, error: Exception | None) -> None:
+            if error is None:
+                self.combiner.set_available(index, True)
+            on_done(error)
+
+        self.gate.channel_provider.update_partition_info(
+            index, parse_address(address), attempt, done
+        )
+
+    def abort(self, checkpoint_id: int) -> None:
+        self.aligner.abort(checkpoint_id)
+
+    # ------------------------------------------------------------------- loop
+    async def run(
+        self,
+        head: Head,
+        output: WriterOutput | SinkOutput,
+        watermarks: WatermarkOutput,
+        snapshotter: TaskSnapshotter,
+        commits: SinkCommitter,
+    ) -> None:
+        """Until every channel reached ``EndOfPartition`` (or the task is cancelled)."""
+        self._snapshotter = snapshotter
+        self._watermarks = watermarks
+        gate = self.gate
+        channel_input = self.channel_input
+        counters = self.counters
+        while True:
+            batch = await gate.next_batch()
+            if batch is None:
+                return  # every channel reached EndOfPartition
+            channel, items = batch
+            inp = channel_input[channel]
+            n = 0
+            for item in items:
+                if item.__class__ is list:
+                    head(item[1], item[0], inp)
+                    n += 1
+                else:
+                    self._on_event(channel, item)
+            counters.records_processed += n
+            if output.waits:
+                await output.drain()
+            commits.maybe_commit()
+
+    def _on_event(self, channel: int, event: Any) -> None:
+        aligner = self.aligner
+        if isinstance(event, CheckpointBarrier):
+            self._aligned(aligner.on_barrier(channel, event.checkpoint_id, time.monotonic()))
+        elif isinstance(event, Watermark):
+            self._on_combined(self.combiner.on_watermark(channel, event.timestamp))
+        elif isinstance(event, UnavailableEvent):
+            self.counters.unavailable_events += 1
+            log.info("task %s: channel %d unavailable (%s)", self.ctx, channel, event.reason)
+            self._on_combined(self.combiner.set_available(channel, False))
+            self._aligned(aligner.on_channel_changed())
+        elif isinstance(event, EndOfPartition):
+            self._on_combined(self.combiner.on_end_of_partition(channel))
+            self._aligned(aligner.on_channel_changed())
+        else:
+            log.warning("task %s: unknown event %r on channel %d", self.ctx, event, channel)
+
+    def _aligned(self, checkpoint_id: int | None) -> None:
+        if checkpoint_id is not None and self._snapshotter is not None:
+            self._snapshotter.take(checkpoint_id)
+
+    def _on_combined(self, wm: int | None) -> None:
+        """After the combiner saw an event: advance, or tell consumers we went idle."""
+        watermarks = self._watermarks
+        assert watermarks is not None
+        if wm is not None:
+            watermarks.advance(wm)
+        idle = self.combiner.idle
+        if idle and not self._idle_sent:
+            watermarks.send_idle()
+        self._idle_sent = idle
+
+    async def close(self) -> None:
+        await self.gate.close()

@@ -1,0 +1,151 @@
+"""``SourceRunner``: the main loop of a source task (a ``KafkaSource`` at the chain's head).
+
+Polls batches of records on the Kafka thread and feeds them to the chain on the
+loop; assigns timestamps and generates source watermarks (bounded
+out-of-orderness, per partition, idleness opt-in); takes the checkpoints the
+coordinator triggers between batches: positions after the last emitted record,
+then the task's snapshot (which sends the barrier). When a checkpoint completes
+it commits those positions to Kafka (for lag monitoring only: recovery uses the
+checkpoint).
+
+Threading: the loop, except the blocking Kafka consumer calls, which run on one
+dedicated thread (the consumer is only touched there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from typing import Any
+
+from streamer.connectors import KafkaSource
+from streamer.runtime.chain import Head
+from streamer.runtime.eventtime import IDLE_WATERMARK, SourceWatermarks
+from streamer.runtime.outputs import SinkOutput, WriterOutput
+from streamer.runtime.sink_commits import SinkCommitter
+from streamer.runtime.snapshots import TaskSnapshotter
+from streamer.runtime.task_context import TaskContext
+from streamer.runtime.task_metrics import Counters
+from streamer.runtime.watermark_output import WatermarkOutput
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class SourceRunner:
+    def __init__(self, ctx: TaskContext, counters: Counters) -> None:
+        self.ctx = ctx
+        self.counters = counters
+        self.source: KafkaSource | None = None
+        self.kafka_thread = ThreadPoolExecutor(1, thread_name_prefix="kafka")
+        self.marks: SourceWatermarks | None = None
+        self._triggers: list[int] = []
+        self._positions_at: dict[int, dict[str, Any]] = {}
+
+    def open(self, op_config: dict[str, Any], snapshot: dict[str, Any] | None) -> None:
+        """Open the source (seeking to ``snapshot``'s positions when restoring)."""
+        ctx = self.ctx
+        self.source = KafkaSource(
+            ctx.config["bootstrap_servers"],
+            op_config["topic"],
+            subtask=ctx.task_id.subtask,
+            parallelism=ctx.vertex.parallelism,
+            start=op_config.get("start", "earliest"),
+            group_id=f"streamer-{ctx.job.name}-{ctx.vertex.vertex_id}",
+            key_serde=op_config.get("key_serde", "str"),
+            value_serde=op_config.get("value_serde", "json"),
+            on_decode_error=op_config.get("on_decode_error", "fail"),
+            dead_letter_topic=op_config.get("dead_letter_topic"),
+            bounded=bool(op_config.get("bounded", False)),
+        )
+        if snapshot:
+            self.source.restore(snapshot)
+        self.source.open()
+        bound = op_config.get("max_out_of_orderness_ms")
+        if bound is not None:
+            # idleness is opt-in (as in Flink): declaring a slow partition idle lets the
+            # watermark pass its pending records, which then arrive late
+            idle = ctx.config.get("idle_timeout_ms")
+            self.marks = SourceWatermarks(int(bound), None if idle is None else int(idle), _now_ms)
+            for partition in self.source.metrics.partitions:
+                self.marks.partition_added(partition)
+
+    # ---------------------------------------------------------------- control
+    def trigger(self, checkpoint_id: int) -> None:
+        """The coordinator triggers checkpoint ``checkpoint_id``: taken after this batch."""
+        self._triggers.append(checkpoint_id)
+
+    def on_checkpoint_complete(self, checkpoint_id: int) -> None:
+        positions = self._positions_at.pop(checkpoint_id, None)
+        for older in [c for c in self._positions_at if c < checkpoint_id]:
+            del self._positions_at[older]
+        if self.source is not None and positions is not None:
+            # for lag monitoring only: the checkpoint is what recovery uses
+            self.kafka_thread.submit(self.source.commit_offsets, positions)
+
+    # ------------------------------------------------------------------- loop
+    async def run(
+        self,
+        head: Head,
+        output: WriterOutput | SinkOutput,
+        watermarks: WatermarkOutput,
+        snapshotter: TaskSnapshotter,
+        commits: SinkCommitter,
+    ) -> None:
+        """Until a bounded source is done (or the task is cancelled)."""
+        source = self.source
+        assert source is not None
+        loop = asyncio.get_running_loop()
+        config = self.ctx.vertex.operators[0].config
+        assigner_uid = config.get("timestamp_assigner")
+        assigner = None if assigner_uid is None else self.ctx.job.function(assigner_uid)
+        marks = self.marks
+        counters = self.counters
+        batch_size = int(self.ctx.config.get("source_batch", 500))
+        while True:
+            batch = await loop.run_in_executor(
+                self.kafka_thread, source.poll_batch, batch_size, 0.05
+            )
+            for rec in batch:
+                value = rec.value
+                ts = rec.timestamp if assigner is None else assigner(value)
+                if marks is not None:
+                    marks.on_event(rec.partition, ts)
+                head(value, ts, 0)
+            counters.records_processed += len(batch)
+            if marks is not None:
+                wm = marks.poll(_now_ms())
+                if wm == IDLE_WATERMARK:
+                    watermarks.send_idle()
+                elif wm is not None:
+                    watermarks.advance(wm)
+            if output.waits:
+                await output.drain()
+            while self._triggers:
+                await self._checkpoint(self._triggers.pop(0), snapshotter)
+            if not batch:
+                commits.maybe_commit()
+                if source.finished:
+                    return
+
+    async def _checkpoint(self, checkpoint_id: int, snapshotter: TaskSnapshotter) -> None:
+        """Snapshot the positions after the last emitted record, then the task's state."""
+        assert self.source is not None
+        loop = asyncio.get_running_loop()
+        positions = await loop.run_in_executor(self.kafka_thread, self.source.snapshot)
+        self._positions_at[checkpoint_id] = positions
+        snapshotter.take(checkpoint_id, source=positions)
+
+    # ---------------------------------------------------------------- metrics
+    def metrics(self) -> dict[str, Any]:
+        assert self.source is not None
+        snapshot = {"topic": self.source.topic, "positions": self.source.positions()}
+        return {**asdict(self.source.metrics), "snapshot": snapshot}
+
+    async def close(self) -> None:
+        if self.source is not None:
+            await asyncio.get_running_loop().run_in_executor(self.kafka_thread, self.source.close)
+        self.kafka_thread.shutdown(wait=False)
