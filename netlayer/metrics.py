@@ -11,7 +11,13 @@ unavailable), ``records_discarded`` (accepted, then thrown away unsent because
 the consumer failed or a new consumer attempt reset the subpartition),
 ``records_out`` (its last byte was sent) or still pending (queued or in the
 buffer being filled). So ``records_in == records_out + records_discarded +
-pending`` and ``records_dropped`` is counted on top.
+pending`` and ``records_dropped`` is counted on top; ``records_routed ==
+records_in + records_dropped``.
+
+Loss accounting (lossy single-task recovery, `netlayer.partition.loss`):
+``records_lost`` counts, over all consumer failovers of the subpartition, the
+records routed to a failed consumer after the checkpoint barrier its next
+attempt restores from.
 """
 
 from __future__ import annotations
@@ -23,7 +29,11 @@ __all__ = ["ChannelMetrics", "PartitionMetrics", "SubpartitionMetrics"]
 
 @dataclass(slots=True)
 class SubpartitionMetrics:
-    """Counters of one `ResultSubpartition` (``buffers_queued`` and ``credit`` are gauges)."""
+    """Counters of one `ResultSubpartition`.
+
+    ``buffers_queued`` and ``credit`` are gauges and ``records_routed`` is
+    derived: `ResultSubpartition.snapshot` fills them in (they stay 0 here).
+    """
 
     records_in: int = 0
     """Records accepted (routed here while available and serialized)."""
@@ -34,8 +44,12 @@ class SubpartitionMetrics:
     events_out: int = 0
     records_dropped: int = 0
     """Records routed here while unavailable (consumer failed): never serialized."""
+    records_lost: int = 0
+    """Records routed to failed consumers after the barrier their next attempt restores."""
     records_discarded: int = 0
     """Accepted records thrown away unsent on a consumer failure or reset."""
+    records_routed: int = 0
+    """Records the writer routed here, queued or dropped (filled in by ``snapshot``)."""
     buffers_queued: int = 0
     max_buffers_queued: int = 0
     credit: int = 0
@@ -59,7 +73,9 @@ class PartitionMetrics:
     buffers_out: int = 0
     events_out: int = 0
     records_dropped: int = 0
+    records_lost: int = 0
     records_discarded: int = 0
+    records_routed: int = 0
     buffers_queued: int = 0
     max_buffers_queued: int = 0
     credit: int = 0

@@ -14,10 +14,17 @@ from hypothesis import strategies as st
 
 from netlayer._keygroups import key_group, key_to_bytes
 from netlayer.events import CheckpointBarrier, EndOfPartition, Watermark, decode_event
-from netlayer.partition import RecordWriter, ResultPartition
+from netlayer.partition import (
+    RecordWriter,
+    ResultPartition,
+    ResultSubpartition,
+    SubpartitionEvent,
+    SubpartitionState,
+)
 from netlayer.protocol.codec import FrameDecoder
 from netlayer.protocol.frames import Buffer, Error, Event, Message, PartitionResponse
 from netlayer.serialization import RecordDeserializer
+from netlayer.statetable import IllegalTransition
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -385,9 +392,11 @@ def test_accounting_invariant(ops: list[tuple[str, int, int]]) -> None:
         links: list[FakeLink | None] = [None] * 4
         attempts = [0] * 4
         routed_down = [0] * 4
+        routed = [0] * 4
         for op, sub, arg in ops:
             sp = part.subpartitions[sub]
             if op == "emit":
+                routed[sub] += 1
                 if not sp.is_available:
                     routed_down[sub] += 1
                 writer.emit("r" * arg, key_group=sub)  # never awaited: the queue may overfill
@@ -406,6 +415,9 @@ def test_accounting_invariant(ops: list[tuple[str, int, int]]) -> None:
             pending = sp.serializer.records + sum(n for _, _, n in sp.queue if n > 0)
             assert s.records_in == s.records_out + s.records_discarded + pending
             assert s.records_dropped == routed_down[sp.index]
+            assert s.records_routed == sp.records_routed == routed[sp.index]
+            assert s.records_routed == s.records_in + s.records_dropped
+            assert s.records_lost <= s.records_routed
             link = links[sp.index]
             if link is not None and link.closed is None:
                 got = link.items()
@@ -443,5 +455,159 @@ def test_error_frame_sent_on_rejection() -> None:
         rec = Recorder()
         sp.on_partition_request(rec, 1, 1)
         assert isinstance(rec.messages[-1], Error)
+
+    run(main)
+
+
+# -- state and loss accounting -----------------------------------------------------------------
+
+
+def state(sp: ResultSubpartition) -> SubpartitionState:
+    return sp.state  # (a call: mypy does not narrow it across the steps of a test)
+
+
+def test_state_follows_the_consumer() -> None:
+    async def main() -> None:
+        part = ResultPartition("p", 1, buffer_timeout=None)
+        sp = part.subpartitions[0]
+        assert state(sp) is SubpartitionState.WAITING_FOR_CONSUMER and sp.is_available
+        link = FakeLink()
+        sp.on_partition_request(link, 0, 1)
+        assert state(sp) is SubpartitionState.AVAILABLE
+        part.finish()
+        assert state(sp) is SubpartitionState.FINISHED and not sp.is_consumed
+        sp.on_consumer_close(link)
+        assert state(sp) is SubpartitionState.RELEASED and sp.is_consumed and sp.is_available
+        part.mark_consumer_failed(0)
+        assert state(sp) is SubpartitionState.CONSUMER_FAILED and not sp.is_available
+        with pytest.raises(IllegalTransition, match="CONSUMER_RELEASED"):
+            sp._fire(SubpartitionEvent.CONSUMER_RELEASED)
+
+    run(main)
+
+
+def emit_n(writer: RecordWriter, n: int, key_group: int = 0) -> None:
+    for i in range(n):
+        writer.emit(i, key_group=key_group)
+
+
+def test_records_lost_after_the_restored_barrier() -> None:
+    """Lossy failover: what was routed to the failed consumer after barrier 3 is lost."""
+
+    async def main() -> None:
+        part = ResultPartition("p", 1, buffer_size=64, buffer_timeout=None)
+        writer = RecordWriter(part)
+        sp = part.subpartitions[0]
+        sp.on_partition_request(FakeLink(), 0, 100)
+        emit_n(writer, 5)
+        writer.broadcast_event(CheckpointBarrier(3))
+        emit_n(writer, 7)  # sent or queued for the consumer, which then fails
+        part.mark_consumer_failed(0, consumer_attempt=0, restore_checkpoint=3)
+        emit_n(writer, 4)  # dropped while it is down
+        assert sp.barrier_marks == {3: 5} and sp.records_routed == 16
+        assert sp.snapshot().records_lost == 0  # counted when the next attempt resets it
+        assert sp.on_partition_request(FakeLink(), 1, 100)
+        snap = sp.snapshot()
+        assert snap.records_lost == 7 + 4
+        assert snap.records_dropped == 4 and snap.records_routed == 16
+        assert part.metrics().records_lost == 11
+
+    run(main)
+
+
+def test_records_lost_without_a_checkpoint_is_everything_since_the_last_reset() -> None:
+    async def main() -> None:
+        part = ResultPartition("p", 1, buffer_timeout=None)
+        writer = RecordWriter(part)
+        sp = part.subpartitions[0]
+        emit_n(writer, 2)  # queued before the first consumer: it takes them over
+        first = FakeLink()
+        sp.on_partition_request(first, 0, 100)
+        writer.broadcast_event(CheckpointBarrier(3))
+        emit_n(writer, 3)
+        part.mark_consumer_failed(0, restore_checkpoint=None)
+        emit_n(writer, 1)
+        sp.on_partition_request(FakeLink(), 1, 100)
+        assert sp.snapshot().records_lost == 6  # the first attempt's whole stream
+        # The second attempt fails as well, restoring nothing: only its own stream counts.
+        emit_n(writer, 4)
+        sp.on_connection_lost(sp._link, "reset by peer")  # type: ignore[arg-type]
+        emit_n(writer, 2)
+        sp.on_partition_request(FakeLink(), 2, 100)
+        assert sp.snapshot().records_lost == 6 + 6
+
+    run(main)
+
+
+def test_connection_loss_then_coordinator_report_refines_the_loss_base() -> None:
+    async def main() -> None:
+        part = ResultPartition("p", 1, buffer_timeout=None)
+        writer = RecordWriter(part)
+        sp = part.subpartitions[0]
+        link = FakeLink()
+        sp.on_partition_request(link, 0, 100)
+        emit_n(writer, 10)
+        writer.broadcast_event(CheckpointBarrier(1))
+        emit_n(writer, 2)
+        sp.on_connection_lost(link, "reset by peer")  # noticed first, restore unknown
+        emit_n(writer, 3)
+        part.mark_consumer_failed(0, consumer_attempt=0, restore_checkpoint=1)
+        sp.on_partition_request(FakeLink(), 1, 100)
+        assert sp.snapshot().records_lost == 5
+        # A late report about attempt 0 is stale and changes nothing.
+        part.mark_consumer_failed(0, consumer_attempt=0, restore_checkpoint=None)
+        assert sp.is_available and sp.snapshot().records_lost == 5
+
+    run(main)
+
+
+def test_barrier_marks_per_subpartition_and_trimmed_on_completion() -> None:
+    async def main() -> None:
+        part = ResultPartition("p", 2, buffer_timeout=None)
+        writer = RecordWriter(part, "hash", max_parallelism=2)
+        part.mark_consumer_failed(1)  # marks are kept while a consumer is down too
+        for cp in (1, 2, 3):
+            emit_n(writer, cp, key_group=0)
+            emit_n(writer, 1, key_group=1)
+            writer.broadcast_event(CheckpointBarrier(cp))
+        assert part.subpartitions[0].barrier_marks == {1: 1, 2: 3, 3: 6}
+        assert part.subpartitions[1].barrier_marks == {1: 1, 2: 2, 3: 3}
+        part.trim_barrier_marks(2)
+        assert part.subpartitions[0].barrier_marks == {2: 3, 3: 6}
+        assert part.subpartitions[1].barrier_marks == {2: 2, 3: 3}
+        writer.broadcast_event(Watermark(9))  # only barriers leave marks
+        assert len(part.subpartitions[0].barrier_marks) == 2
+
+    run(main)
+
+
+def test_same_attempt_reconnecting_loses_nothing_on_the_books() -> None:
+    async def main() -> None:
+        part = ResultPartition("p", 1, buffer_timeout=None)
+        writer = RecordWriter(part)
+        sp = part.subpartitions[0]
+        link = FakeLink()
+        sp.on_partition_request(link, 4, 100)
+        emit_n(writer, 3)
+        sp.on_connection_lost(link, "glitch")
+        emit_n(writer, 2)
+        sp.on_partition_request(FakeLink(), 4, 100)
+        snap = sp.snapshot()
+        assert snap.records_lost == 0 and snap.records_dropped == 2 and snap.resets == 1
+
+    run(main)
+
+
+def test_newer_attempt_replacing_a_live_one_counts_its_stream_as_lost() -> None:
+    async def main() -> None:
+        part = ResultPartition("p", 1, buffer_timeout=None)
+        writer = RecordWriter(part)
+        sp = part.subpartitions[0]
+        old = FakeLink()
+        sp.on_partition_request(old, 0, 100)
+        writer.broadcast_event(CheckpointBarrier(1))
+        emit_n(writer, 4)
+        sp.on_partition_request(FakeLink(), 1, 100)  # its failure was never reported
+        assert old.closed is not None and sp.snapshot().records_lost == 4
 
     run(main)
