@@ -7,7 +7,8 @@ keep flowing. Layers, bottom up:
 - `netlayer.serialization`: spanning record (de)serialization into 32 KiB buffers;
 - `netlayer.partition`: producer side (`RecordWriter`, `ResultPartition`, `ResultSubpartition`);
 - `netlayer.gate`: consumer side (`InputGate`, `InputChannel`, `CachedChannelProvider`);
-- `netlayer.transport`: asyncio server (one per task) and client connections;
+- `netlayer.transport`: asyncio server (one per task), client connections, connect and retry;
+- `netlayer.statetable`: the (state, event) -> state tables of subpartitions and channels;
 - `netlayer.events`, `netlayer.metrics`.
 
 Threading contract, everywhere: one asyncio event loop per task process owns

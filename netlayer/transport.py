@@ -7,6 +7,8 @@
 - `ChannelConnection`: the consumer's connection for one `InputChannel`. It
   sends the `PartitionRequest` on connect and hands the `PartitionResponse`,
   buffers and events to its `ChannelListener` (the input channel).
+- `open_channel` and `retry_until`: connecting, and retrying with backoff
+  until a deadline (the gate's connector retries its handshake with them).
 
 Threading contract: all callbacks run on the event loop that owns the
 sockets (the task's loop); nothing here blocks or spawns threads. Ordering
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 from netlayer.protocol.codec import FrameDecoder, encode
@@ -46,6 +48,7 @@ __all__ = [
     "PartitionServer",
     "ProducerConnection",
     "open_channel",
+    "retry_until",
 ]
 
 log = logging.getLogger(__name__)
@@ -335,3 +338,33 @@ async def open_channel(address: Address, factory: Callable[[], ChannelConnection
     """Open a TCP connection to ``address`` with the given `ChannelConnection` factory."""
     loop = asyncio.get_running_loop()
     await loop.create_connection(factory, address[0], address[1])
+
+
+async def retry_until(
+    deadline: float,
+    attempt: Callable[[], Awaitable[None]],
+    retry_on: tuple[type[Exception], ...],
+    *,
+    first_delay: float = 0.005,
+    max_delay: float = 0.25,
+) -> None:
+    """Await ``attempt()`` until it succeeds, every try bounded by ``deadline`` (loop time).
+
+    After a failure in ``retry_on``, or a try cut off by the deadline, it
+    sleeps (``first_delay``, doubling up to ``max_delay``) and tries again,
+    unless the next try would start past the deadline: then that last error
+    propagates (`TimeoutError` for the deadline). Other errors propagate at once.
+    """
+    loop = asyncio.get_running_loop()
+    retryable: tuple[type[Exception], ...] = (TimeoutError, *retry_on)
+    delay = first_delay
+    while True:
+        try:
+            async with asyncio.timeout_at(deadline):
+                await attempt()
+            return
+        except retryable:
+            if loop.time() + delay >= deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay)

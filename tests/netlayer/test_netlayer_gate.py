@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 
 from netlayer.events import CheckpointBarrier, EndOfPartition, Watermark, encode_event
-from netlayer.gate import ChannelInfo, InputGate, UnavailableEvent
+from netlayer.gate import (
+    ChannelInfo,
+    ChannelState,
+    ChannelUpdateError,
+    InputChannel,
+    InputGate,
+    UnavailableEvent,
+)
 from netlayer.protocol.frames import Buffer, Event
 from netlayer.serialization import SpanningRecordSerializer
 
@@ -47,13 +54,13 @@ def make_gate(n: int = 2, **kw: Any) -> InputGate:
 
 
 def attach(gate: InputGate, index: int) -> FakeConn:
-    """Make channel ``index`` look connected to a fake producer connection."""
+    """Connect channel ``index`` to a fake producer connection through the real handshake."""
     ch = gate.channels[index]
     conn = FakeConn()
     ch._conn = conn  # type: ignore[assignment]
-    ch._connected = True
-    ch._credit = gate.credits_per_channel
-    ch._expected_seq = 0
+    ch._handshake = asyncio.get_running_loop().create_future()
+    ch.on_connected(conn, ch.producer_attempt)  # type: ignore[arg-type]
+    assert state(ch) is ChannelState.AVAILABLE and ch._handshake.done()
     return conn
 
 
@@ -302,5 +309,85 @@ def test_metrics_gauges() -> None:
         await asyncio.sleep(0)
         snap = gate.metrics()[0]
         assert snap.records_in == 3 and snap.buffers_queued == 0 and snap.credit == 4
+
+    run(main)
+
+
+# -- channel state -------------------------------------------------------------------------
+
+
+def state(ch: InputChannel) -> ChannelState:
+    return ch.state  # (a call: mypy does not narrow it across the steps of a test)
+
+
+def test_channel_state_through_a_loss_and_a_failed_update() -> None:
+    async def main() -> None:
+        gate = make_gate(1, connect_timeout=0.05)
+        ch = gate.channels[0]
+        assert state(ch) is ChannelState.CONNECTING and ch.is_available
+        conn = attach(gate, 0)
+        send_records(gate, 0, conn, [1])
+        gate.producer_failed(0, reason="test")
+        assert state(ch) is ChannelState.DRAINING and ch.is_available  # data still to deliver
+        gate.producer_failed(0, reason="again")  # a loss already pending: ignored
+        assert drain(gate)[0] == (0, 1)
+        assert state(ch) is ChannelState.UNAVAILABLE and not ch.is_available
+        done: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+        # Nothing listens at port 1: the update is applied, then gives up.
+        gate.channel_provider.update_partition_info(
+            0, ("127.0.0.1", 1), 1, lambda i, e: done.set_result(e)
+        )
+        assert state(ch) is ChannelState.UPDATE_PENDING and ch.producer_attempt == 1
+        assert isinstance(await asyncio.wait_for(done, 5), ChannelUpdateError)
+        assert state(ch) is ChannelState.UNAVAILABLE and gate.available_channels() == []
+        await gate.close()
+
+    run(main)
+
+
+def test_update_after_end_of_partition_received_is_acknowledged_at_once() -> None:
+    async def main() -> None:
+        gate = make_gate(1)
+        ch = gate.channels[0]
+        conn = attach(gate, 0)
+        send_event(gate, 0, conn, EndOfPartition())
+        assert state(ch) is ChannelState.FINISHING
+        acks: list[Exception | None] = []
+        gate.channel_provider.update_partition_info(
+            0, ("127.0.0.1", 2), 1, lambda i, e: acks.append(e)
+        )
+        assert acks == [None] and not gate.channel_provider.pending(0)
+        assert drain(gate) == [(0, EndOfPartition())]
+        assert state(ch) is ChannelState.FINISHED and gate.is_finished
+
+    run(main)
+
+
+def test_frames_after_end_of_partition_are_discarded() -> None:
+    async def main() -> None:
+        gate = make_gate(1)
+        conn = attach(gate, 0)
+        send_event(gate, 0, conn, EndOfPartition())
+        send_records(gate, 0, conn, ["late"])
+        send_event(gate, 0, conn, EndOfPartition())
+        assert gate.channels[0].metrics.stale_discarded == 2
+        assert drain(gate) == [(0, EndOfPartition())]
+
+    run(main)
+
+
+def test_handshake_with_another_attempt_drops_the_connection() -> None:
+    async def main() -> None:
+        gate = make_gate(1)
+        ch = gate.channels[0]
+        conn = FakeConn()
+        ch._conn = conn  # type: ignore[assignment]
+        ch._handshake = asyncio.get_running_loop().create_future()
+        ch.on_connected(conn, 7)  # type: ignore[arg-type]
+        assert ch._handshake.done() and ch._handshake.exception() is not None
+        assert ch._conn is None and conn.closed == [None]
+        assert state(ch) is ChannelState.CONNECTING
+        send_buffer(gate, 0, conn, b"\0\0\0\x011")  # anything it still sends is stale
+        assert not ch.queue and ch.metrics.stale_discarded == 1
 
     run(main)
