@@ -182,9 +182,6 @@ class PartitionServer:
             raise ValueError(f"partition {partition.partition_id!r} is already registered")
         self.partitions[partition.partition_id] = partition
 
-    def unregister(self, partition_id: str) -> None:
-        self.partitions.pop(partition_id, None)
-
     @property
     def address(self) -> Address:
         """``(host, port)`` consumers connect to (the real port once started)."""
@@ -236,7 +233,6 @@ class ChannelConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._handshaken = False
         self._done = False
-        self.producer_attempt = -1
 
     def __repr__(self) -> str:
         r = self.request
@@ -282,7 +278,6 @@ class ChannelConnection(asyncio.Protocol):
             )
             return
         self._handshaken = True
-        self.producer_attempt = msg.producer_attempt
         self._listener.on_connected(self, msg.producer_attempt)
 
     def _fail(self, reason: str) -> None:
