@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,15 +12,17 @@ from streamer.testing.cluster import LocalCluster
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """A failed test's report carries the tails of its cluster's logs (CI keeps no
     files, so this is what explains a failure there)."""
-    outcome = yield
-    report = outcome.get_result()
+    report = yield
     cluster = getattr(item, "funcargs", {}).get("cluster")
     if call.when == "call" and report.failed and isinstance(cluster, LocalCluster):
         report.sections.append(("cluster logs", cluster.log_tails()))
+    return report
 
 
 @pytest.fixture
