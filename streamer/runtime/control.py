@@ -25,6 +25,7 @@ Threading: the task's loop (handlers run as RPC handler tasks on it).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 from collections.abc import Callable, Mapping
@@ -145,5 +146,6 @@ class ControlHandler:
     # -------------------------------------------------------------- lifecycle
     async def cancel_task(self, conn: RpcConnection, msg: Message, b: k.CancelTask) -> None:
         self.on_cancel()
-        if msg.wants_reply:
-            await conn.reply(msg, "ok")
+        if msg.wants_reply and not conn.closed:
+            with contextlib.suppress(ConnectionError):  # the coordinator went meanwhile
+                await conn.reply(msg, "ok")

@@ -115,6 +115,8 @@ class Task:
         for fut in side:
             fut.add_done_callback(self._side_done)
         self._main = asyncio.ensure_future(self._main_loop())
+        if self._cancel_requested:  # canceled while it was opening
+            self._main.cancel()
         try:
             await self._main
             return TaskState.FINISHED

@@ -186,8 +186,8 @@ def _describe_file(rel: str) -> str:
 class PendingCheckpoint:
     """A checkpoint or savepoint being written; invisible until completed.
 
-    Plain data: another process can rebuild it from its fields, or just be
-    given ``str(pending.task_dir(task_id))`` to write into.
+    Plain data: a task process rebuilds it with `attach` and writes its part
+    with `task_writer` (atomic, never recreating an aborted checkpoint).
     """
 
     checkpoint_id: int
@@ -204,9 +204,9 @@ class PendingCheckpoint:
         return cls(checkpoint_id, pending_dir(root, checkpoint_id), root / f"chk-{checkpoint_id}")
 
     def task_dir(self, task_id: str) -> Path:
-        """The (created) directory task ``task_id`` writes its snapshot into.
+        """The (created) directory of task ``task_id``'s files, written in place.
 
-        Write keyed state with ``backend.snapshot(pending.task_dir(t) / "keyed")``.
+        Not atomic and creates missing parents: task processes use `task_writer`.
         """
         path = self.path / TASKS_DIR / _task_dir_name(task_id)
         path.mkdir(parents=True, exist_ok=True)
