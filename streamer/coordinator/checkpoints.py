@@ -25,12 +25,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
 
+from streamer.errors import StreamerError
 from streamer.graph import ExecutionGraph, JobGraph, TaskId, key_group_range
 from streamer.rpc import kinds as k
 from streamer.state import CheckpointStorage
@@ -189,6 +191,33 @@ class CheckpointCoordinator:
     def on_committed(self, committed: k.CheckpointCommitted) -> None:
         task = TaskId.parse(committed.task)
         self.committed[task] = max(self.committed.get(task, 0), committed.checkpoint_id)
+
+    async def savepoint(
+        self, directory: Path, then: Callable[[], Awaitable[None]] | None = None
+    ) -> tuple[str, int]:
+        """Take a savepoint into ``directory`` as soon as the job can checkpoint; with
+        ``then`` (stop-with-savepoint), wait for the exactly-once sinks to commit it and
+        call ``then``. Returns its path and checkpoint id."""
+        deadline = time.monotonic() + self.timeout
+        while not self.job.can_checkpoint() or self.pending is not None:
+            if time.monotonic() > deadline:
+                raise StreamerError("the job cannot take a savepoint now (not every task runs)")
+            await asyncio.sleep(0.05)
+        checkpoint_id = self.next_id
+        done = await self.trigger(savepoint=directory)
+        path = await asyncio.wait_for(done, self.timeout)
+        if then is not None:
+            await self.wait_for_commits(checkpoint_id, self._exactly_once_sinks())
+            await then()
+        return str(path), checkpoint_id
+
+    def _exactly_once_sinks(self) -> list[TaskId]:
+        out = []
+        for t in self.eg.tasks:
+            tail = self.eg.vertex_of(t).operators[-1]
+            if tail.kind == "kafka_sink" and tail.config.get("delivery") == "exactly_once":
+                out.append(t)
+        return out
 
     async def wait_for_commits(
         self, checkpoint_id: int, sinks: list[TaskId], timeout: float = 30.0

@@ -33,7 +33,7 @@ from streamer.coordinator.failover.losses import LossAccounting
 from streamer.coordinator.failover.records import SUPERSEDED, FailoverRecord
 from streamer.coordinator.scheduler import Deployed, Scheduler
 from streamer.coordinator.slots import SlotPool, WorkerInfo
-from streamer.coordinator.status import failover_dicts, running_count, task_rows, totals
+from streamer.coordinator.status import job_status, job_summary
 from streamer.errors import StreamerError
 from streamer.graph import ExchangeType, TaskId
 from streamer.localkafka.jars import streamer_home
@@ -117,6 +117,10 @@ class JobMaster:
     def slots(self) -> SlotPool:
         return self.scheduler.slots
 
+    @property
+    def name(self) -> str:
+        return self.job.name
+
     # ------------------------------------------------------------- deployment
     async def start(self) -> None:
         savepoint = self.config.get("from_savepoint")
@@ -167,26 +171,9 @@ class JobMaster:
 
     async def savepoint(self, directory: str, stop: bool) -> tuple[str, int]:
         """Take a savepoint into ``directory``; with ``stop``, cancel the job after it."""
-        deadline = time.monotonic() + self.checkpoints.timeout
-        while not self.can_checkpoint() or self.checkpoints.pending is not None:
-            if time.monotonic() > deadline or self.state.is_final:
-                raise StreamerError(f"job {self.job_id} cannot take a savepoint now ({self.state})")
-            await asyncio.sleep(0.05)
-        checkpoint_id = self.checkpoints.next_id
-        done = await self.checkpoints.trigger(savepoint=Path(directory))
-        path = await asyncio.wait_for(done, self.checkpoints.timeout)
-        if stop:
-            await self.checkpoints.wait_for_commits(checkpoint_id, self._exactly_once_sinks())
-            await self.cancel()
-        return str(path), checkpoint_id
-
-    def _exactly_once_sinks(self) -> list[TaskId]:
-        out = []
-        for t in self.eg.tasks:
-            tail = self.eg.vertex_of(t).operators[-1]
-            if tail.kind == "kafka_sink" and tail.config.get("delivery") == "exactly_once":
-                out.append(t)
-        return out
+        if self.state != S.RUNNING:
+            raise StreamerError(f"job {self.job_id} cannot take a savepoint now ({self.state})")
+        return await self.checkpoints.savepoint(Path(directory), self.cancel if stop else None)
 
     # ----------------------------------------------------------------- reports
     async def on_task_state(self, report: k.TaskStateReport) -> None:
@@ -302,20 +289,7 @@ class JobMaster:
         if self.state != S.RUNNING:
             return
         self.losses.forget(rec)
-        cancels = []
-        for task in tasks:
-            te = self.tasks[task]
-            worker = self.slots.get(te.worker_id)
-            if worker is not None and te.state not in (S.FINISHED, S.CANCELED):
-                body = {"job_id": self.job_id, "task": str(task), "attempt": te.attempt}
-                cancels.append(worker.conn.request("cancel_task", body, timeout=30.0))
-            self.slots.release(self.scheduler.slot_key(task))
-            self.scheduler.forget(task)
-            self.tasks.transition(task, S.CANCELING)
-            self.tasks.new_attempt(task)
-        for result in await asyncio.gather(*cancels, return_exceptions=True):
-            if isinstance(result, Exception):
-                log.warning("job %s: cancel during restart failed: %s", self.job_id, result)
+        await self.scheduler.cancel_for_restart(tasks)
         self.scheduler.set_restore(self.checkpoints.restore_plans(set(tasks)))
         ordered = [t for t in self.eg.tasks if t in tasks]  # producers first: fewer waits
         await asyncio.gather(*(self._deploy(t) for t in ordered))
@@ -338,18 +312,7 @@ class JobMaster:
         self._end(S.CANCELED)
 
     async def _stop_all(self) -> None:
-        cancels = []
-        for task, te in self.tasks.items():
-            if te.state in (S.FINISHED, S.CANCELED):
-                continue
-            worker = self.slots.get(te.worker_id)
-            if worker is not None:
-                body = {"job_id": self.job_id, "task": str(task), "attempt": te.attempt}
-                cancels.append(worker.conn.request("cancel_task", body, timeout=30.0))
-            self.slots.release(self.scheduler.slot_key(task))
-            if not te.state.is_final:
-                self.tasks.transition(task, S.CANCELED)
-        await asyncio.gather(*cancels, return_exceptions=True)
+        await self.scheduler.cancel_all()
 
     def _end(self, state: TaskState) -> None:
         if self.state.is_final:
@@ -372,33 +335,10 @@ class JobMaster:
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
-        return {
-            "job_id": self.job_id,
-            "name": self.job.name,
-            "job_ref": self.job_ref,
-            "state": str(self.state),
-            "strategy": self.handler.strategy_name,
-            "failure_reason": self.failure_reason,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "graph": self.scheduler.graph_dict,
-            "tasks": task_rows(self.tasks, self.slots),
-            "failovers": failover_dicts(self.failovers.records),
-            "checkpoints": self.checkpoints.status(),
-            **totals(self.tasks),
-        }
+        return job_status(self)
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "job_id": self.job_id,
-            "name": self.job.name,
-            "state": str(self.state),
-            "strategy": self.handler.strategy_name,
-            "tasks": len(self.tasks),
-            "running": running_count(self.tasks),
-            "failovers": len(self.failovers.records),
-            "failure_reason": self.failure_reason,
-        }
+        return job_summary(self)
 
     def _spawn(self, coro: Any) -> None:
         fut = asyncio.ensure_future(coro)

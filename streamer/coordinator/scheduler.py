@@ -118,6 +118,39 @@ class Scheduler:
         self.store.set_pid(task, int(reply.body["pid"]))
         return DeployOutcome(Deployed.OK)
 
+    async def cancel_for_restart(self, tasks: frozenset[TaskId]) -> None:
+        """Cancel the current attempts of ``tasks`` and start their next attempts
+        (CREATED, slot freed): the caller then deploys them."""
+        cancels = []
+        for task in tasks:
+            te = self.store[task]
+            worker = self.slots.get(te.worker_id)
+            if worker is not None and te.state not in (TaskState.FINISHED, TaskState.CANCELED):
+                body = {"job_id": self.job_id, "task": str(task), "attempt": te.attempt}
+                cancels.append(worker.conn.request("cancel_task", body, timeout=30.0))
+            self.slots.release(self.slot_key(task))
+            self.forget(task)
+            self.store.transition(task, TaskState.CANCELING)
+            self.store.new_attempt(task)
+        for result in await asyncio.gather(*cancels, return_exceptions=True):
+            if isinstance(result, Exception):
+                log.warning("job %s: cancel during restart failed: %s", self.job_id, result)
+
+    async def cancel_all(self) -> None:
+        """The job ends: cancel every attempt that has not ended, and free its slot."""
+        cancels = []
+        for task, te in self.store.items():
+            if te.state in (TaskState.FINISHED, TaskState.CANCELED):
+                continue
+            worker = self.slots.get(te.worker_id)
+            if worker is not None:
+                body = {"job_id": self.job_id, "task": str(task), "attempt": te.attempt}
+                cancels.append(worker.conn.request("cancel_task", body, timeout=30.0))
+            self.slots.release(self.slot_key(task))
+            if not te.state.is_final:
+                self.store.transition(task, TaskState.CANCELED)
+        await asyncio.gather(*cancels, return_exceptions=True)
+
     # ----------------------------------------------------------------- hellos
     def on_hello(self, conn: RpcConnection, msg: Message, hello: k.TaskHello) -> None:
         task = TaskId.parse(hello.task)

@@ -5,12 +5,67 @@ Pure functions of the job's parts; they never change anything.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
+from streamer.coordinator.checkpoints import CheckpointCoordinator
 from streamer.coordinator.execution import ExecutionStore
+from streamer.coordinator.failover import FailoverHandler, FailoverLog
 from streamer.coordinator.failover.records import FailoverRecord
+from streamer.coordinator.scheduler import Scheduler
 from streamer.coordinator.slots import SlotPool
 from streamer.rpc import TaskState
+
+
+class JobView(Protocol):
+    """What the status reads of a ``JobMaster``."""
+
+    job_id: str
+    job_ref: str
+    state: TaskState
+    failure_reason: str | None
+    started_at: float
+    ended_at: float | None
+    tasks: ExecutionStore
+    failovers: FailoverLog
+    handler: FailoverHandler
+    scheduler: Scheduler
+    checkpoints: CheckpointCoordinator
+
+    @property
+    def name(self) -> str: ...
+
+
+def job_status(job: JobView) -> dict[str, Any]:
+    """The whole status of ``job``: graph, tasks, failovers, checkpoints, totals."""
+    return {
+        "job_id": job.job_id,
+        "name": job.name,
+        "job_ref": job.job_ref,
+        "state": str(job.state),
+        "strategy": job.handler.strategy_name,
+        "failure_reason": job.failure_reason,
+        "started_at": job.started_at,
+        "ended_at": job.ended_at,
+        "graph": job.scheduler.graph_dict,
+        "tasks": task_rows(job.tasks, job.scheduler.slots),
+        "failovers": failover_dicts(job.failovers.records),
+        "checkpoints": job.checkpoints.status(),
+        **totals(job.tasks),
+    }
+
+
+def job_summary(job: JobView) -> dict[str, Any]:
+    """One line's worth of ``job`` (``streamer jobs``)."""
+    return {
+        "job_id": job.job_id,
+        "name": job.name,
+        "state": str(job.state),
+        "strategy": job.handler.strategy_name,
+        "tasks": len(job.tasks),
+        "running": running_count(job.tasks),
+        "failovers": len(job.failovers.records),
+        "failure_reason": job.failure_reason,
+    }
 
 
 def task_rows(store: ExecutionStore, slots: SlotPool) -> list[dict[str, Any]]:
