@@ -156,7 +156,7 @@ class Scheduler:
         task = TaskId.parse(hello.task)
         te = self.store.current(task, hello.attempt)
         if te is None or te.state.is_final or te.state == TaskState.CANCELING:
-            self._spawn(conn.reply_error(msg, f"stale or unknown task {task}@{hello.attempt}"))
+            self._spawn(conn.reply_error(msg, f"{k.STALE_ATTEMPT} {task}@{hello.attempt}"))
             return
         ready = self.store.said_hello(task, conn, hello.pid, hello.data_address or None)
         self._pending_hellos[task] = (conn, msg)

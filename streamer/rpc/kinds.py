@@ -25,6 +25,10 @@ from streamer.rpc.messages import REGISTRY, Message, Registry
 
 T = TypeVar("T")
 
+# the start of the error reply to a ``task_hello`` of an attempt that is no longer
+# current (a newer attempt replaced it, or the job ended): the task then just ends
+STALE_ATTEMPT = "stale or unknown task"
+
 KINDS: dict[str, type[Any]] = {}  # kind -> class
 KIND_OF: dict[type[Any], str] = {}  # class -> kind
 _REPLIES: dict[str, tuple[str, ...]] = {}

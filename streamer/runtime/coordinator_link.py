@@ -24,7 +24,8 @@ import os
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from streamer.rpc import Message, RpcConnection, TaskState, connect
+from streamer.rpc import Message, RpcConnection, RpcRemoteError, TaskState, connect
+from streamer.rpc.kinds import STALE_ATTEMPT
 from streamer.runtime.task_context import TaskContext, parse_address
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,11 @@ log = logging.getLogger(__name__)
 Handler = Callable[[RpcConnection, Message], Awaitable[None]]
 Send = Callable[[str, dict[str, Any]], None]
 """``send(kind, fields)``: a notification to the coordinator (`CoordinatorLink.send`)."""
+
+
+class AttemptSuperseded(Exception):
+    """The coordinator refused this attempt's hello: a newer attempt replaced it
+    (an overlapping restart) or its job ended. Not a failure: the task just ends."""
 
 
 class CoordinatorLink:
@@ -59,9 +65,14 @@ class CoordinatorLink:
         )
         self.rpc.on_close(on_lost)
         body = {**self.ctx.identity(), "data_address": data_address, "pid": os.getpid()}
-        reply = await self.rpc.request(
-            "task_hello", body, timeout=float(config.get("hello_timeout", 120.0))
-        )
+        try:
+            reply = await self.rpc.request(
+                "task_hello", body, timeout=float(config.get("hello_timeout", 120.0))
+            )
+        except RpcRemoteError as exc:
+            if STALE_ATTEMPT in str(exc):
+                raise AttemptSuperseded(str(exc)) from None
+            raise
         return dict(reply.body)
 
     # ------------------------------------------------------------- background

@@ -39,7 +39,7 @@ from streamer.graph import OperatorKind
 from streamer.rpc import RpcConnection, TaskState
 from streamer.runtime.chain import TaskChain, build_task_chain
 from streamer.runtime.control import ControlHandler
-from streamer.runtime.coordinator_link import CoordinatorLink
+from streamer.runtime.coordinator_link import AttemptSuperseded, CoordinatorLink
 from streamer.runtime.faults import FaultHooks
 from streamer.runtime.input_processor import InputProcessor
 from streamer.runtime.outputs import NetworkOutputs, SinkOutput, WriterOutput
@@ -93,6 +93,10 @@ class Task:
             await self.link.report_state(TaskState.RUNNING)
             state = await self._run_main()
             await self._finish(state)
+        except AttemptSuperseded as exc:
+            log.info("task %s ends without running: %s", self, exc)
+            await self._close()
+            return TaskState.CANCELED
         except Exception as exc:
             error = exc
             log.exception("task %s failed", self)
