@@ -1,7 +1,8 @@
 """State handles: `ValueState`, `MapState`, `ListState`.
 
 A handle is created once (by `KeyedStateBackend.value_state` and friends)
-and acts on the backend's current key. Same threading contract as the
+and acts on the backend's current key, through the backend's `StateAccess`
+(`streamer.state.access.KeyedAccess`). Same threading contract as the
 backend: the task's thread only.
 """
 
@@ -16,36 +17,40 @@ import rocksdict
 from streamer.state._layout import ABSENT, check_ttl, encode_value, successor
 
 
-class KeyedStateBackend(Protocol):
-    """What a handle uses of ``streamer.state.keyed.KeyedStateBackend`` (its internals
-    for handles; a protocol, so this module does not import the backend's)."""
+class StateAccess(Protocol):
+    """What a handle uses: the current key's prefixes, value decoding and range scans.
 
-    _db: rocksdict.Rdict
-    _clock: Callable[[], int]
+    ``streamer.state.access.KeyedAccess`` implements it (a protocol, so this
+    module imports nothing of the backend's). ``db`` is the backend's
+    ``Rdict``, ``clock`` its TTL clock in milliseconds.
+    """
 
-    def _prefix(self, sid: bytes) -> bytes: ...
+    db: rocksdict.Rdict
+    clock: Callable[[], int]
 
-    def _decode(self, raw: bytes, now: int | None = None) -> Any: ...
+    def prefix(self, sid: bytes) -> bytes: ...
 
-    def _expiry(self, ttl_ms: int | None) -> int | None: ...
+    def decode(self, raw: bytes, now: int | None = None) -> Any: ...
 
-    def _scan(self, lower: bytes, upper: bytes) -> Iterator[tuple[bytes, bytes]]: ...
+    def expiry(self, ttl_ms: int | None) -> int | None: ...
 
-    def _delete_prefix(self, prefix: bytes) -> None: ...
+    def scan(self, lower: bytes, upper: bytes) -> Iterator[tuple[bytes, bytes]]: ...
 
-    def _next_seq(self, prefix: bytes) -> int: ...
+    def delete_prefix(self, prefix: bytes) -> None: ...
+
+    def next_seq(self, prefix: bytes) -> int: ...
 
 
 __all__ = ["ListState", "MapState", "ValueState"]
 
 
 class _StateHandle:
-    __slots__ = ("_backend", "_db", "_name", "_sid", "_ttl_ms")
+    __slots__ = ("_access", "_db", "_name", "_sid", "_ttl_ms")
 
-    def __init__(self, backend: KeyedStateBackend, name: str, sid: int, ttl_ms: int | None):
+    def __init__(self, access: StateAccess, name: str, sid: int, ttl_ms: int | None):
         check_ttl(ttl_ms)
-        self._backend = backend
-        self._db = backend._db
+        self._access = access
+        self._db = access.db
         self._name = name
         self._sid = sid.to_bytes(2, "big")
         self._ttl_ms = ttl_ms
@@ -71,21 +76,21 @@ class ValueState(_StateHandle):
 
     def value(self, default: Any = None) -> Any:
         """The current key's value, or ``default`` when absent or expired."""
-        raw = self._db.get(self._backend._prefix(self._sid))
+        raw = self._db.get(self._access.prefix(self._sid))
         if raw is None:
             return default
-        value = self._backend._decode(raw)
+        value = self._access.decode(raw)
         return default if value is ABSENT else value
 
     def update(self, value: Any) -> None:
         """Set the current key's value (restarting its TTL)."""
-        self._db[self._backend._prefix(self._sid)] = encode_value(
-            value, self._backend._expiry(self._ttl_ms)
+        self._db[self._access.prefix(self._sid)] = encode_value(
+            value, self._access.expiry(self._ttl_ms)
         )
 
     def clear(self) -> None:
         """Remove the current key's value."""
-        self._db.delete(self._backend._prefix(self._sid))
+        self._db.delete(self._access.prefix(self._sid))
 
 
 class MapState(_StateHandle):
@@ -107,22 +112,22 @@ class MapState(_StateHandle):
 
     def get(self, key: Any, default: Any = None) -> Any:
         """The value under ``key``, or ``default`` when absent or expired."""
-        raw = self._db.get(self._backend._prefix(self._sid) + self._user_key(key))
+        raw = self._db.get(self._access.prefix(self._sid) + self._user_key(key))
         if raw is None:
             return default
-        value = self._backend._decode(raw)
+        value = self._access.decode(raw)
         return default if value is ABSENT else value
 
     def put(self, key: Any, value: Any) -> None:
         """Set ``key`` to ``value`` (restarting that entry's TTL)."""
-        self._db[self._backend._prefix(self._sid) + self._user_key(key)] = encode_value(
-            value, self._backend._expiry(self._ttl_ms)
+        self._db[self._access.prefix(self._sid) + self._user_key(key)] = encode_value(
+            value, self._access.expiry(self._ttl_ms)
         )
 
     def put_all(self, entries: Mapping[Any, Any] | Iterable[tuple[Any, Any]]) -> None:
         """Put several entries in one atomic write."""
-        prefix = self._backend._prefix(self._sid)
-        expiry = self._backend._expiry(self._ttl_ms)
+        prefix = self._access.prefix(self._sid)
+        expiry = self._access.expiry(self._ttl_ms)
         pairs = entries.items() if isinstance(entries, Mapping) else entries
         batch = rocksdict.WriteBatch(raw_mode=True)
         for key, value in pairs:
@@ -132,22 +137,22 @@ class MapState(_StateHandle):
 
     def remove(self, key: Any) -> None:
         """Remove ``key`` (no error when absent)."""
-        self._db.delete(self._backend._prefix(self._sid) + self._user_key(key))
+        self._db.delete(self._access.prefix(self._sid) + self._user_key(key))
 
     def contains(self, key: Any) -> bool:
         """Whether ``key`` is present and not expired."""
-        raw = self._db.get(self._backend._prefix(self._sid) + self._user_key(key))
-        return raw is not None and self._backend._decode(raw) is not ABSENT
+        raw = self._db.get(self._access.prefix(self._sid) + self._user_key(key))
+        return raw is not None and self._access.decode(raw) is not ABSENT
 
     def __contains__(self, key: Any) -> bool:
         return self.contains(key)
 
     def _entries(self) -> Iterator[tuple[bytes, Any]]:
-        prefix = self._backend._prefix(self._sid)
-        now = self._backend._clock()
+        prefix = self._access.prefix(self._sid)
+        now = self._access.clock()
         skip = len(prefix)
-        decode = self._backend._decode
-        for key, raw in self._backend._scan(prefix, successor(prefix)):
+        decode = self._access.decode
+        for key, raw in self._access.scan(prefix, successor(prefix)):
             value = decode(raw, now)
             if value is not ABSENT:
                 yield key[skip:], value
@@ -176,7 +181,7 @@ class MapState(_StateHandle):
 
     def clear(self) -> None:
         """Remove every entry of the current key's map."""
-        self._backend._delete_prefix(self._backend._prefix(self._sid))
+        self._access.delete_prefix(self._access.prefix(self._sid))
 
 
 class ListState(_StateHandle):
@@ -186,11 +191,11 @@ class ListState(_StateHandle):
 
     def get(self) -> list[Any]:
         """The current key's live elements, in insertion order (``[]`` when none)."""
-        prefix = self._backend._prefix(self._sid)
-        now = self._backend._clock()
-        decode = self._backend._decode
+        prefix = self._access.prefix(self._sid)
+        now = self._access.clock()
+        decode = self._access.decode
         out = []
-        for _, raw in self._backend._scan(prefix, successor(prefix)):
+        for _, raw in self._access.scan(prefix, successor(prefix)):
             value = decode(raw, now)
             if value is not ABSENT:
                 out.append(value)
@@ -198,17 +203,17 @@ class ListState(_StateHandle):
 
     def add(self, value: Any) -> None:
         """Append ``value``."""
-        prefix = self._backend._prefix(self._sid)
-        seq = self._backend._next_seq(prefix)
+        prefix = self._access.prefix(self._sid)
+        seq = self._access.next_seq(prefix)
         self._db[prefix + seq.to_bytes(8, "big")] = encode_value(
-            value, self._backend._expiry(self._ttl_ms)
+            value, self._access.expiry(self._ttl_ms)
         )
 
     def add_all(self, values: Iterable[Any]) -> None:
         """Append every element of ``values`` in one atomic write."""
-        prefix = self._backend._prefix(self._sid)
-        seq = self._backend._next_seq(prefix)
-        expiry = self._backend._expiry(self._ttl_ms)
+        prefix = self._access.prefix(self._sid)
+        seq = self._access.next_seq(prefix)
+        expiry = self._access.expiry(self._ttl_ms)
         batch = rocksdict.WriteBatch(raw_mode=True)
         for seq_no, value in enumerate(values, start=seq):
             batch.put(prefix + seq_no.to_bytes(8, "big"), encode_value(value, expiry))
@@ -217,11 +222,11 @@ class ListState(_StateHandle):
 
     def update(self, values: Iterable[Any]) -> None:
         """Replace the list with ``values`` in one atomic write."""
-        prefix = self._backend._prefix(self._sid)
-        expiry = self._backend._expiry(self._ttl_ms)
+        prefix = self._access.prefix(self._sid)
+        expiry = self._access.expiry(self._ttl_ms)
         encoded = [encode_value(value, expiry) for value in values]
         batch = rocksdict.WriteBatch(raw_mode=True)
-        for key, _ in self._backend._scan(prefix, successor(prefix)):
+        for key, _ in self._access.scan(prefix, successor(prefix)):
             batch.delete(key)
         for seq_no, raw in enumerate(encoded):
             batch.put(prefix + seq_no.to_bytes(8, "big"), raw)
@@ -230,4 +235,4 @@ class ListState(_StateHandle):
 
     def clear(self) -> None:
         """Remove every element."""
-        self._backend._delete_prefix(self._backend._prefix(self._sid))
+        self._access.delete_prefix(self._access.prefix(self._sid))
