@@ -5,6 +5,12 @@
   key-group-filtered restore (rescaling).
 - `CheckpointStorage` (`streamer.state.storage`): completed checkpoints and
   savepoints as directories with a checksummed manifest, written atomically.
+
+Behind them: `database` (the ``Rdict`` and its state registry), `access` (the
+current key, what the handles use), `restore` (opening, restoring, rescaling)
+and `_layout` (byte layout) for keyed state; `manifest` (names, manifest
+building and validation), `snapshot_writer` (`PendingCheckpoint`,
+`TaskSnapshotWriter`) and `_files` (durable writes) for checkpoint storage.
 """
 
 from streamer.state.errors import CorruptCheckpointError, KeyGroupOutOfRangeError, StateError
