@@ -43,17 +43,13 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from streamer.rpc.closing import CloseNotice
 from streamer.rpc.codec import DEFAULT_MAX_FRAME_SIZE, RpcDecoder, encode
-from streamer.rpc.errors import (
-    RpcConnectError,
-    RpcConnectionLost,
-    RpcError,
-    RpcProtocolError,
-    RpcRemoteError,
-    RpcSchemaError,
-    RpcTimeout,
-)
+from streamer.rpc.errors import RpcConnectError, RpcConnectionLost, RpcProtocolError, RpcTimeout
+from streamer.rpc.handlers import HandlerTasks
 from streamer.rpc.messages import ERROR_KIND, REGISTRY, Message, Registry
+from streamer.rpc.pending import PendingRequests, check_reply, check_reply_kind
+from streamer.rpc.pending import one_line as one_line  # re-exported: was defined here
 
 __all__ = [
     "DEFAULT_REQUEST_TIMEOUT",
@@ -68,18 +64,11 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_REQUEST_TIMEOUT = 10.0
 _READ_CHUNK = 64 * 1024
-_MAX_ERROR_TEXT = 1000
 
 Handler = Callable[["RpcConnection", Message], Awaitable[None]]
 """Called for every incoming message that is not a reply, each in its own task."""
 CloseCallback = Callable[["RpcConnection"], None]
 """Called once, synchronously, when the connection closes; must not block."""
-
-
-def one_line(text: str, limit: int = _MAX_ERROR_TEXT) -> str:
-    """``text`` with all whitespace runs collapsed to one space, cut at ``limit`` chars."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def _format_address(address: Any) -> str:
@@ -108,7 +97,6 @@ class RpcConnection:
     ) -> None:
         self._reader = reader
         self._writer = writer
-        self._handler = handler
         self.registry = REGISTRY if registry is None else registry
         self.max_frame_size = max_frame_size
         self.peer = _format_address(writer.get_extra_info("peername"))
@@ -116,26 +104,20 @@ class RpcConnection:
         self.name = name or self.peer
         """Label for logs and error messages."""
         self._decoder = RpcDecoder(max_frame_size, registry=self.registry)
-        self._last_id = 0
-        self._pending: dict[int, tuple[str, asyncio.Future[Message]]] = {}
-        self._unanswered: set[int] = set()
-        self._handler_tasks: set[asyncio.Task[None]] = set()
-        self._close_callbacks: list[CloseCallback] = []
+        self._requests = PendingRequests()  # outgoing ids, requests awaiting their reply
+        self._handlers = HandlerTasks(self, handler)  # handler tasks, unanswered requests
+        self._closing = CloseNotice(self)  # close reason, wait_closed, on_close callbacks
         self._read_task: asyncio.Task[None] | None = None
-        self._closed = False
-        self._closed_event = asyncio.Event()
-        self.close_reason: str | None = None
-        """Why the connection closed (``None`` while open)."""
 
     def __repr__(self) -> str:
-        state = f"closed: {self.close_reason}" if self._closed else "open"
+        state = f"closed: {self.close_reason}" if self.closed else "open"
         return f"<RpcConnection {self.name} ({state})>"
 
     # -- lifecycle -----------------------------------------------------------
 
     def start(self) -> None:
         """Start the read loop (once). Needs a running event loop."""
-        if self._read_task is None and not self._closed:
+        if self._read_task is None and not self.closed:
             self._read_task = asyncio.get_running_loop().create_task(
                 self._read_loop(), name=f"rpc-read {self.name}"
             )
@@ -143,23 +125,25 @@ class RpcConnection:
     @property
     def closed(self) -> bool:
         """True once the connection has closed, for whatever reason."""
-        return self._closed
+        return self._closing.closed
+
+    @property
+    def close_reason(self) -> str | None:
+        """Why the connection closed (``None`` while open)."""
+        return self._closing.reason
 
     @property
     def pending_requests(self) -> int:
         """Requests sent on this connection still waiting for their reply."""
-        return len(self._pending)
+        return len(self._requests)
 
     def on_close(self, callback: CloseCallback) -> None:
         """Call ``callback(self)`` when the connection closes (soon, if it already has)."""
-        if self._closed:
-            asyncio.get_running_loop().call_soon(self._call_close_callback, callback)
-        else:
-            self._close_callbacks.append(callback)
+        self._closing.add(callback)
 
     async def wait_closed(self) -> None:
         """Wait until the connection has closed."""
-        await self._closed_event.wait()
+        await self._closing.wait()
 
     async def close(self, reason: str = "closed locally") -> None:
         """Close the connection: fail pending requests, cancel handler tasks, flush and close.
@@ -168,9 +152,8 @@ class RpcConnection:
         flushed before the socket closes.
         """
         self._shutdown(reason)
-        current = asyncio.current_task()
-        tasks = [t for t in self._handler_tasks if t is not current]
-        if self._read_task is not None and self._read_task is not current:
+        tasks = self._handlers.others()
+        if self._read_task is not None and self._read_task is not asyncio.current_task():
             tasks.append(self._read_task)
         for task in tasks:
             task.cancel()
@@ -196,16 +179,13 @@ class RpcConnection:
         `RpcProtocolError` when the reply's kind is not one the registry lists
         for ``kind``.
         """
-        self._last_id += 1
-        msg_id = self._last_id
+        msg_id = self._requests.next_id()
         frame = self._encode(Message(kind, msg_id, dict(body or {}), wants_reply=True))
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._put(frame, kind)
-        self._pending[msg_id] = (kind, future)
+        future = self._requests.expect(msg_id, kind)
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
-                await self._drain(kind)
+                await self._send(frame, kind)
                 reply = await future
         except TimeoutError:
             if not deadline.expired():
@@ -214,16 +194,8 @@ class RpcConnection:
                 f"no reply from {self.name} to {kind} #{msg_id} within {timeout:g} s"
             ) from None
         finally:
-            self._pending.pop(msg_id, None)
-        if reply.kind == ERROR_KIND:
-            raise RpcRemoteError(str(reply.body["message"]), peer=self.name, kind=kind)
-        spec = self.registry.get(kind)
-        if spec is not None and spec.replies and reply.kind not in spec.replies:
-            raise RpcProtocolError(
-                f"{self.name} answered {kind} #{msg_id} with {reply.kind}, "
-                f"expected {' or '.join(sorted(spec.replies))}"
-            )
-        return reply
+            self._requests.forget(msg_id)
+        return check_reply(self.registry, self.name, kind, msg_id, reply)
 
     async def notify(self, kind: str, body: Mapping[str, Any] | None = None) -> None:
         """Send a message that expects no reply.
@@ -233,10 +205,8 @@ class RpcConnection:
         frame is written and the socket buffer has drained: not a delivery
         guarantee.
         """
-        self._last_id += 1
-        frame = self._encode(Message(kind, self._last_id, dict(body or {})))
-        self._put(frame, kind)
-        await self._drain(kind)
+        frame = self._encode(Message(kind, self._requests.next_id(), dict(body or {})))
+        await self._send(frame, kind)
 
     async def reply(self, to: Message, kind: str, body: Mapping[str, Any] | None = None) -> None:
         """Answer the request ``to`` (received on this connection) with ``kind``.
@@ -246,23 +216,17 @@ class RpcConnection:
         kind the registry does not list for ``to.kind`` (nothing sent; the
         request stays unanswered), `RpcConnectionLost` when the connection is closed.
         """
-        if kind != ERROR_KIND:
-            spec = self.registry.get(to.kind)
-            if spec is not None and spec.replies and kind not in spec.replies:
-                raise RpcSchemaError(
-                    kind, None, f"not a reply to {to.kind} (expected {sorted(spec.replies)})"
-                )
-        if self._closed:
+        check_reply_kind(self.registry, to.kind, kind)
+        if self.closed:
             raise self._lost(f"cannot reply {kind} to {to.kind} #{to.msg_id}")
-        if to.msg_id not in self._unanswered or not to.wants_reply:
+        if not self._handlers.awaiting(to):
             raise ValueError(
                 f"{to.kind} #{to.msg_id} from {self.name} is not a request awaiting a reply"
             )
-        self._last_id += 1
-        frame = self._encode(Message(kind, self._last_id, dict(body or {}), reply_to=to.msg_id))
-        self._unanswered.discard(to.msg_id)
-        self._put(frame, kind)
-        await self._drain(kind)
+        msg_id = self._requests.next_id()
+        frame = self._encode(Message(kind, msg_id, dict(body or {}), reply_to=to.msg_id))
+        self._handlers.answered(to)
+        await self._send(frame, kind)
 
     async def reply_error(self, to: Message, message: str) -> None:
         """Answer the request ``to`` with ``error`` and ``message`` (made one line)."""
@@ -280,13 +244,11 @@ class RpcConnection:
             f"rpc connection to {self.name} is closed ({self.close_reason}): {what}"
         )
 
-    def _put(self, frame: bytes, kind: str) -> None:
-        """Write a whole frame into the transport's buffer (no await: keeps call order)."""
-        if self._closed or self._writer.is_closing():
+    async def _send(self, frame: bytes, kind: str) -> None:
+        """Write the whole frame before the first ``await`` (keeps call order), then drain."""
+        if self.closed or self._writer.is_closing():
             raise self._lost(f"cannot send {kind}")
         self._writer.write(frame)
-
-    async def _drain(self, kind: str) -> None:
         try:
             await self._writer.drain()
         except OSError as exc:
@@ -318,105 +280,24 @@ class RpcConnection:
                     logger.warning("closing rpc connection to %s: %s", self.name, exc)
                     break
                 for message in messages:
-                    self._dispatch(message)
+                    if message.reply_to:
+                        self._requests.resolve(message, self.name)
+                    else:
+                        self._handlers.start(message)
         finally:
             self._shutdown(reason)
-
-    def _dispatch(self, message: Message) -> None:
-        if message.reply_to:
-            entry = self._pending.get(message.reply_to)
-            if entry is not None and not entry[1].done():
-                entry[1].set_result(message)
-            elif message.reply_to <= self._last_id:
-                logger.debug(
-                    "dropping late %s from %s to request #%d (timed out or cancelled)",
-                    message.kind,
-                    self.name,
-                    message.reply_to,
-                )
-            else:
-                logger.warning(
-                    "dropping %s from %s: reply to unknown request #%d",
-                    message.kind,
-                    self.name,
-                    message.reply_to,
-                )
-            return
-        if message.wants_reply:
-            self._unanswered.add(message.msg_id)
-        task = asyncio.get_running_loop().create_task(
-            self._run_handler(message), name=f"rpc {self.name} {message.kind}#{message.msg_id}"
-        )
-        self._handler_tasks.add(task)
-        task.add_done_callback(self._handler_tasks.discard)
-
-    async def _run_handler(self, message: Message) -> None:
-        if self._handler is None:
-            if message.wants_reply:
-                await self._answer_failure(message, f"no handler for {message.kind}")
-            else:
-                logger.debug("no handler for %s from %s; dropped", message.kind, self.name)
-            return
-        try:
-            await self._handler(self, message)
-        except Exception as exc:
-            text = one_line(f"{type(exc).__name__}: {exc}")
-            if message.msg_id in self._unanswered:
-                logger.warning(
-                    "handler for %s #%d from %s failed; replying error: %s",
-                    message.kind,
-                    message.msg_id,
-                    self.name,
-                    text,
-                    exc_info=True,
-                )
-                await self._answer_failure(message, text)
-            else:
-                logger.error(
-                    "handler for %s #%d from %s failed: %s",
-                    message.kind,
-                    message.msg_id,
-                    self.name,
-                    text,
-                    exc_info=True,
-                )
-
-    async def _answer_failure(self, message: Message, text: str) -> None:
-        try:
-            await self.reply_error(message, text)
-        except (RpcError, ValueError) as exc:
-            logger.debug("could not reply error to %s #%d: %s", message.kind, message.msg_id, exc)
 
     # -- closing -------------------------------------------------------------------
 
     def _shutdown(self, reason: str) -> None:
         """Mark closed, fail pending requests, close the socket, run callbacks (idempotent)."""
-        if self._closed:
+        if not self._closing.mark(reason):
             return
-        self._closed = True
-        self.close_reason = reason
         logger.debug("rpc connection to %s closed: %s", self.name, reason)
-        pending, self._pending = self._pending, {}
-        for msg_id, (kind, future) in pending.items():
-            if not future.done():
-                future.set_exception(
-                    RpcConnectionLost(
-                        f"rpc connection to {self.name} closed while {kind} #{msg_id} "
-                        f"waited for its reply: {reason}"
-                    )
-                )
-        self._unanswered.clear()
+        self._requests.fail_all(self.name, reason)
+        self._handlers.forget_all()
         self._writer.close()
-        self._closed_event.set()
-        callbacks, self._close_callbacks = self._close_callbacks, []
-        for callback in callbacks:
-            self._call_close_callback(callback)
-
-    def _call_close_callback(self, callback: CloseCallback) -> None:
-        try:
-            callback(self)
-        except Exception:
-            logger.exception("on_close callback of rpc connection to %s failed", self.name)
+        self._closing.announce()
 
 
 async def connect(
