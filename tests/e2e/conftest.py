@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from streamer.runtime.faults import FaultHooks
 from streamer.testing.cluster import LocalCluster
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,7 +27,12 @@ def pytest_runtest_makereport(
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    """A coordinator and two workers; stopped by their pids even when the test fails."""
-    with LocalCluster(2, slots=8, warm=1, work_dir=tmp_path / "cluster", cwd=REPO) as c:
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LocalCluster]:
+    """A coordinator and two workers; stopped by their pids even when the test fails.
+
+    A test installs fault hooks on the workers with
+    ``@pytest.mark.parametrize("cluster", [FaultHooks(...)], indirect=True)``."""
+    hooks: FaultHooks = getattr(request, "param", FaultHooks())
+    env = {} if hooks.empty else hooks.install(tmp_path / "faults.json")
+    with LocalCluster(2, slots=8, warm=1, work_dir=tmp_path / "cluster", cwd=REPO, env=env) as c:
         yield c

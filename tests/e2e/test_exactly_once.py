@@ -10,8 +10,6 @@ lose records (and see rolled-back counts); every other key stays exact.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -25,17 +23,6 @@ from streamer.testing.cluster import LocalCluster, Status, all_running
 from streamer.testing.feeder import EventFeeder
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
-
-
-@pytest.fixture
-def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LocalCluster]:
-    """conftest's cluster; a test installs fault hooks on its workers with
-    ``@pytest.mark.parametrize("cluster", [FaultHooks(...)], indirect=True)``."""
-    hooks: FaultHooks = getattr(request, "param", FaultHooks())
-    env = {} if hooks.empty else hooks.install(tmp_path / "faults.json")
-    repo = Path(__file__).resolve().parents[2]
-    with LocalCluster(2, slots=8, warm=1, work_dir=tmp_path / "cluster", cwd=repo, env=env) as c:
-        yield c
 
 
 def submit(
