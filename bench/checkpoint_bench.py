@@ -429,7 +429,7 @@ def checkpoints_after(n: int) -> Callable[[dict[str, Any]], bool]:
 
 
 def failovers_done(n: int) -> Callable[[dict[str, Any]], bool]:
-    from streamer.testing.cluster import all_running
+    from streamer.local.cluster import all_running
 
     def done(s: dict[str, Any]) -> bool:
         failovers = s["failovers"]
@@ -459,7 +459,7 @@ def e2e_run(
     warm: int,
     work: Path,
 ) -> dict[str, Any]:
-    from streamer.testing.cluster import LocalCluster, Status, all_running
+    from streamer.local.cluster import LocalCluster, Status, all_running
     from streamer.testing.feeder import EventFeeder
 
     src, out = topics.create(8), topics.create(4)

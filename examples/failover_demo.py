@@ -39,9 +39,9 @@ from streamer.bench.failover import (
 from streamer.bench.timeline import max_gap
 from streamer.errors import StreamerError
 from streamer.graph import subtask_for_key
+from streamer.local.cluster import LocalCluster, all_running
 from streamer.localkafka import broker_or_local
 from streamer.testing import TopicFactory, read_topic
-from streamer.testing.cluster import LocalCluster, all_running
 
 REPO = Path(__file__).resolve().parents[1]
 JOIN = JOIN_PARALLELISM

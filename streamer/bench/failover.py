@@ -41,7 +41,7 @@ from streamer.bench.timeline import (
 from streamer.errors import StreamerError
 
 if TYPE_CHECKING:
-    from streamer.testing.cluster import LocalCluster
+    from streamer.local.cluster import LocalCluster
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +141,8 @@ def run_streamer(
     repo = _repo_root()
     from examples.order_join import TOPICS, expected_results, generate_events
     from streamer.graph import subtask_for_key
+    from streamer.local.cluster import LocalCluster, all_running
     from streamer.testing import TopicFactory, read_topic
-    from streamer.testing.cluster import LocalCluster, all_running
 
     events = generate_events(int(rate * duration), seed, rate)
     oracle = expected_results(events)

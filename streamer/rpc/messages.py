@@ -81,16 +81,6 @@ class Message:
     reply_to: int = 0
     wants_reply: bool = False
 
-    @property
-    def is_reply(self) -> bool:
-        """True when this message answers a request of the peer."""
-        return self.reply_to != 0
-
-    @property
-    def is_error(self) -> bool:
-        """True for an ``error`` reply."""
-        return self.kind == ERROR_KIND
-
 
 def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__

@@ -21,6 +21,7 @@ Threading: the task's loop only.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Protocol
 
 log = logging.getLogger(__name__)
@@ -33,15 +34,20 @@ class _Gate(Protocol):
 
 
 class _Channel(Protocol):
-    index: int
-    is_available: bool
-    is_finished: bool
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def is_available(self) -> bool: ...
+
+    @property
+    def is_finished(self) -> bool: ...
 
 
 class BarrierAligner:
     """Tracks one checkpoint's barriers across a gate's channels."""
 
-    def __init__(self, gate: _Gate, channels: list[_Channel]) -> None:
+    def __init__(self, gate: _Gate, channels: Sequence[_Channel]) -> None:
         self.gate = gate
         self.channels = channels
         self.checkpoint_id: int | None = None

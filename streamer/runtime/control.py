@@ -26,11 +26,8 @@ Threading: the task's loop (handlers run as RPC handler tasks on it).
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 from collections.abc import Callable, Mapping
-from functools import cache
-from typing import Any
 
 from netlayer.partition import ResultPartition
 from streamer.rpc import Message, RpcConnection
@@ -44,11 +41,6 @@ from streamer.runtime.snapshots import TaskSnapshotter
 from streamer.runtime.source_runner import SourceRunner
 
 log = logging.getLogger(__name__)
-
-
-@cache
-def _accepts(func: Callable[..., Any], name: str) -> bool:
-    return name in inspect.signature(func).parameters
 
 
 class ControlHandler:
@@ -87,12 +79,8 @@ class ControlHandler:
         partition = self.partitions.get(b.partition_id)
         if partition is None:
             return
-        mark: Any = partition.mark_consumer_failed
-        supported = _accepts(type(partition).mark_consumer_failed, "restore_checkpoint")
-        if b.restore_checkpoint is not None and supported:
-            mark(b.subpartition, restore_checkpoint=b.restore_checkpoint)
-        else:
-            mark(b.subpartition)
+        # the checkpoint its next attempt restores: the base of the loss accounting
+        partition.mark_consumer_failed(b.subpartition, restore_checkpoint=b.restore_checkpoint)
 
     def producer_failed(self, conn: RpcConnection, msg: Message, b: k.ProducerFailed) -> None:
         if self.inputs is not None:
@@ -133,9 +121,7 @@ class ControlHandler:
         for partition in self.partitions.values():
             # older checkpoints are no restore point any more: their barrier marks go
             # (the marks feed the netlayer's loss accounting of lossy failovers)
-            trim = getattr(partition, "trim_barrier_marks", None)
-            if trim is not None:
-                trim(b.checkpoint_id)
+            partition.trim_barrier_marks(b.checkpoint_id)
 
     def checkpoint_abort(self, conn: RpcConnection, msg: Message, b: k.CheckpointAbort) -> None:
         if self.inputs is not None:

@@ -60,7 +60,7 @@ class InputProcessor:
         self.gate_offsets = gate_offsets
         self.channel_input = channel_input
         self.counters = counters
-        self.aligner = BarrierAligner(gate, gate.channels)  # type: ignore[arg-type]
+        self.aligner = BarrierAligner(gate, gate.channels)
         self.combiner = WatermarkCombiner(len(gate.channels))
         self._idle_sent = False
         self._snapshotter: TaskSnapshotter | None = None

@@ -54,7 +54,7 @@ def collect(m: MetricSources) -> dict[str, Any]:
             pid: {
                 "records_out": sum(sp.metrics.records_out for sp in p.subpartitions),
                 "dropped": [sp.metrics.records_dropped for sp in p.subpartitions],
-                "lost": [getattr(sp.metrics, "records_lost", 0) for sp in p.subpartitions],
+                "lost": [sp.metrics.records_lost for sp in p.subpartitions],
             }
             for pid, p in m.partitions.items()
         }

@@ -19,22 +19,14 @@ from streamer.runtime.faults import ENV_VAR, FaultHooks, FaultHooksError
 from streamer.runtime.task_metrics import Counters, MetricSources, collect
 
 
-class OldPartition:
-    """A ResultPartition without restore_checkpoint or barrier marks."""
+class Partition:
+    """Records what the handler asks of a ResultPartition."""
 
     def __init__(self) -> None:
         self.failed: list[tuple[Any, ...]] = []
-
-    def mark_consumer_failed(self, subpartition: int, consumer_attempt: int | None = None) -> None:
-        self.failed.append((subpartition,))
-
-
-class NewPartition(OldPartition):
-    def __init__(self) -> None:
-        super().__init__()
         self.trimmed: list[int] = []
 
-    def mark_consumer_failed(  # type: ignore[override]
+    def mark_consumer_failed(
         self,
         subpartition: int,
         consumer_attempt: int | None = None,
@@ -87,22 +79,20 @@ def test_an_unknown_kind_is_a_clear_error() -> None:
     assert not h.handle.handles("task_hello")
 
 
-def test_consumer_failed_passes_the_restore_checkpoint_when_supported() -> None:
+def test_consumer_failed_passes_the_restore_checkpoint() -> None:
     h = handler()
-    old, new = OldPartition(), NewPartition()
-    h.partitions = {"e@0": old, "e@1": new}  # type: ignore[dict-item]
-    run(h, msg("consumer_failed", partition_id="e@0", subpartition=2, restore_checkpoint=7))
+    partition = Partition()
+    h.partitions = {"e@1": partition}  # type: ignore[dict-item]
     run(h, msg("consumer_failed", partition_id="e@1", subpartition=3, restore_checkpoint=7))
     run(h, msg("consumer_failed", partition_id="e@1", subpartition=1))
     run(h, msg("consumer_failed", partition_id="nope", subpartition=1))
-    assert old.failed == [(2,)]
-    assert new.failed == [(3, 7), (1, None)]
+    assert partition.failed == [(3, 7), (1, None)]
 
 
 def test_checkpoint_complete_commits_and_trims_barrier_marks() -> None:
     h = handler()
-    old, new = OldPartition(), NewPartition()
-    h.partitions = {"e@0": old, "e@1": new}  # type: ignore[dict-item]
+    new = Partition()
+    h.partitions = {"e@1": new}  # type: ignore[dict-item]
     commits, source = Recorder(), Recorder()
     h.commits, h.source = commits, source  # type: ignore[assignment]
     run(h, msg("checkpoint_complete", checkpoint_id=4))
@@ -186,13 +176,11 @@ def test_fault_hooks_come_only_from_the_environment(tmp_path: Path) -> None:
 
 
 def test_metrics_report_records_lost_per_subpartition() -> None:
-    def sp(out: int, dropped: int, lost: int | None) -> Any:
-        metrics = SimpleNamespace(records_out=out, records_dropped=dropped)
-        if lost is not None:
-            metrics.records_lost = lost
+    def sp(out: int, dropped: int, lost: int) -> Any:
+        metrics = SimpleNamespace(records_out=out, records_dropped=dropped, records_lost=lost)
         return SimpleNamespace(metrics=metrics)
 
-    partition = SimpleNamespace(subpartitions=[sp(5, 1, 2), sp(7, 0, None)])
+    partition = SimpleNamespace(subpartitions=[sp(5, 1, 2), sp(7, 0, 0)])
     counters = Counters(records_processed=12)
     out = collect(MetricSources(counters, {"e@0": partition}))  # type: ignore[dict-item]
     assert out["records_processed"] == 12
