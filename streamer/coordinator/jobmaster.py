@@ -47,7 +47,7 @@ S = TaskState
 TASK_SETTINGS = (
     "bootstrap_servers", "buffer_timeout", "metrics_interval", "log_level",
     "source_batch", "sink_commit_interval", "connect_timeout", "params", "idle_timeout_ms",
-    "checkpoint_interval",
+    "checkpoint_interval", "individual_recovery", "retention_bytes",
 )  # fmt: skip
 
 
@@ -234,7 +234,7 @@ class JobMaster:
         self.slots.release(self.scheduler.slot_key(task))
         log.warning("job %s: task %s@%d failed: %s", self.job_id, task, attempt, cause)
         rec = self.failovers.open(task, attempt, self.handler.strategy_name, cause)
-        plan = self.handler.plan(task, cause, time.monotonic())
+        plan = self.handler.plan(task, cause, time.monotonic(), self.checkpoints.last_completed)
         if plan.recovery == Recovery.UNRECOVERABLE:
             self.failovers.ended(rec, "job_failed")
             await self._fail_job(plan.reason or cause)
@@ -250,18 +250,25 @@ class JobMaster:
 
     async def _carry_out(self, plan: FailoverPlan, rec: FailoverRecord, task: TaskId) -> None:
         self.failovers.claim(rec, plan.tasks)
+        if plan.fallback_reason is not None:
+            log.warning("job %s: %s: %s", self.job_id, task, plan.fallback_reason)
+            rec.fell_back, rec.fallback_reason = True, plan.fallback_reason
+            rec.fallback_at = time.time()
         if plan.recovery == Recovery.INDIVIDUAL:
-            await self._restart_individual(task, rec)
+            await self._restart_individual(task, rec, plan.lossless)
         else:
             await self._restart_set(plan.tasks, rec)
 
-    async def _restart_individual(self, task: TaskId, rec: FailoverRecord) -> None:
+    async def _restart_individual(self, task: TaskId, rec: FailoverRecord, lossless: bool) -> None:
         self.losses.start(rec, task)
         last = self.checkpoints.last_completed
         self.individual.isolate(task, last or None)
         previous = self.tasks[task].worker_id
         self.tasks.new_attempt(task)
-        self.scheduler.set_restore(self.checkpoints.restore_plans({task}))
+        restore = self.checkpoints.restore_plans({task})
+        if lossless:  # its producers replay what they retained since that checkpoint
+            restore[task]["replay_from"] = restore[task].get("checkpoint_id", last)
+        self.scheduler.set_restore(restore)
         await self._deploy(task, prefer=previous)  # back where it ran: warm and local
 
     async def _switch_consumers(self, task: TaskId, rec: FailoverRecord) -> None:

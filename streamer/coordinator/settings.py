@@ -62,6 +62,8 @@ def _mapping(key: str, value: Any) -> Any:
 
 SETTINGS: dict[str, Check] = {
     "strategy": _text("full", "region", "individual"),
+    "individual_recovery": _text("lossy", "lossless"),
+    "retention_bytes": _integer(minimum=1),
     "bootstrap_servers": _text(),
     "params": _mapping,
     "checkpoint_interval": _number(positive=True, optional=True),

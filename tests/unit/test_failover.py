@@ -120,3 +120,50 @@ def test_bad_backoff_settings() -> None:
         RestartBackoff(delay_s=-1)
     with pytest.raises(ConfigError):
         RestartBackoff(multiplier=0.5)
+
+
+# ------------------------------------------------------- failover handler plans
+def test_lossy_individual_plans_the_failed_task_alone() -> None:
+    from streamer.coordinator.failover import FailoverHandler, Recovery
+
+    eg = keyed_job()
+    plan = FailoverHandler(eg, {"strategy": "individual"}).plan(T("mid#1"), "killed", 0.0, 3)
+    assert (plan.recovery, plan.tasks, plan.lossless) == (
+        Recovery.INDIVIDUAL,
+        frozenset({T("mid#1")}),
+        False,
+    )
+
+
+def test_lossless_individual_replays_a_sink_and_restarts_the_region_of_others() -> None:
+    from streamer.coordinator.failover import FailoverHandler, Recovery
+
+    eg = keyed_job()
+    handler = FailoverHandler(eg, {"strategy": "individual", "individual_recovery": "lossless"})
+    sink = handler.plan(T("sink#0"), "killed", 0.0, 3)
+    assert (sink.recovery, sink.tasks, sink.lossless) == (
+        Recovery.INDIVIDUAL,
+        frozenset({T("sink#0")}),
+        True,
+    )
+    mid = handler.plan(T("mid#1"), "killed", 1.0, 3)
+    assert mid.recovery == Recovery.RESTART and mid.tasks == frozenset(eg.tasks)
+    assert mid.fallback_reason is not None and "determinants" in mid.fallback_reason
+    first = handler.plan(T("sink#1"), "killed", 2.0, 0)
+    assert first.recovery == Recovery.RESTART
+    assert first.fallback_reason is not None and "no completed checkpoint" in first.fallback_reason
+    replay = handler.plan(T("sink#1"), "exception: cannot replay from checkpoint 3", 3.0, 3)
+    assert replay.recovery == Recovery.RESTART
+    assert replay.fallback_reason is not None and replay.fallback_reason.startswith("replay failed")
+
+
+def test_the_handler_fails_the_job_past_the_limits() -> None:
+    from streamer.coordinator.failover import FailoverHandler, Recovery
+
+    handler = FailoverHandler(keyed_job(), {"strategy": "full", "max_failures_per_task": 1})
+    assert handler.plan(T("mid#0"), "boom", 0.0).recovery == Recovery.RESTART
+    plan = handler.plan(T("mid#0"), "boom", 1.0)
+    assert plan.recovery == Recovery.UNRECOVERABLE
+    assert plan.reason == (
+        "task mid#0 failed 2 times, more than max_failures_per_task=1; last failure: boom"
+    )

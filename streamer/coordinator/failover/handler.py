@@ -7,6 +7,17 @@ the set and redeploy it restored from the last checkpoint), or that the failure
 is ``UNRECOVERABLE`` (a restart limit was reached; ``reason`` says which). The
 ``JobMaster`` carries plans out.
 
+Lossless single-task recovery (``individual_recovery=lossless``, DESIGN.md §9):
+the new attempt restores the last completed checkpoint and its producers replay
+what they retained since that checkpoint's barrier. That is exact for a task
+whose output nobody downstream has to deduplicate: a task without pipelined
+consumers (a sink: its open transaction is fenced and rewritten from the
+replay). A task with consumers would re-emit outputs its consumers already
+have, in an order that depends on its input interleaving; until determinants
+and deduplication exist, such a task, a failure without a completed checkpoint
+to replay from, and a failed replay restart the task's pipelined region
+instead: the plan says so in ``fallback_reason``, and nothing is lost.
+
 Threading: the coordinator's loop only (the backoff counts failures).
 """
 
@@ -18,7 +29,10 @@ from typing import Any
 
 from streamer.coordinator.failover.backoff import RestartBackoff
 from streamer.coordinator.failover.strategies import RestartIndividual, make_strategy
-from streamer.graph import ExecutionGraph, TaskId
+from streamer.graph import ExchangeType, ExecutionGraph, TaskId
+
+# what a producer answers a replay request it cannot serve (netlayer's error text)
+REPLAY_FAILED = "cannot replay from checkpoint"
 
 
 class Recovery(StrEnum):
@@ -33,12 +47,16 @@ class FailoverPlan:
     tasks: frozenset[TaskId]
     delay_s: float = 0.0
     reason: str | None = None  # UNRECOVERABLE: why the job fails
+    fallback_reason: str | None = None  # RESTART instead of INDIVIDUAL: why
+    lossless: bool = False  # INDIVIDUAL: producers replay from the restored checkpoint
 
 
 class FailoverHandler:
     """The job's strategy and restart backoff; ``plan`` is called once per failure."""
 
     def __init__(self, eg: ExecutionGraph, config: dict[str, Any]) -> None:
+        self.eg = eg
+        self.lossless = config.get("individual_recovery", "lossy") == "lossless"
         self.strategy = make_strategy(config.get("strategy", "individual"), eg)
         self.backoff = RestartBackoff(
             max_failures_per_task=int(config.get("max_failures_per_task", 5)),
@@ -52,8 +70,11 @@ class FailoverHandler:
     def strategy_name(self) -> str:
         return self.strategy.name
 
-    def plan(self, failed: TaskId, cause: str, now: float) -> FailoverPlan:
-        """What to do about ``failed`` failing at monotonic time ``now``."""
+    def plan(
+        self, failed: TaskId, cause: str, now: float, last_checkpoint: int = 0
+    ) -> FailoverPlan:
+        """What to do about ``failed`` failing at monotonic time ``now``;
+        ``last_checkpoint`` is the latest completed checkpoint (0: none)."""
         decision = self.backoff.decide(failed, now)
         if not decision.restart:
             return FailoverPlan(
@@ -62,12 +83,28 @@ class FailoverHandler:
                 reason=f"{decision.reason}; last failure: {cause}",
             )
         tasks = self.strategy.tasks_to_restart(failed, cause)
-        recovery = (
-            Recovery.INDIVIDUAL
-            if isinstance(self.strategy, RestartIndividual)
-            else Recovery.RESTART
-        )
-        return FailoverPlan(recovery, tasks, decision.delay_s)
+        if not isinstance(self.strategy, RestartIndividual):
+            return FailoverPlan(Recovery.RESTART, tasks, decision.delay_s)
+        if not self.lossless:
+            return FailoverPlan(Recovery.INDIVIDUAL, tasks, decision.delay_s)
+        why = self._cannot_replay(failed, cause, last_checkpoint)
+        if why is not None:
+            region = self.strategy.fallback(failed)
+            return FailoverPlan(Recovery.RESTART, region, decision.delay_s, fallback_reason=why)
+        return FailoverPlan(Recovery.INDIVIDUAL, tasks, decision.delay_s, lossless=True)
+
+    def _cannot_replay(self, failed: TaskId, cause: str, last_checkpoint: int) -> str | None:
+        """Why lossless single-task recovery cannot restore ``failed`` exactly, or None."""
+        if REPLAY_FAILED in cause:
+            return f"replay failed ({cause}): lossless recovery restarts the region"
+        if last_checkpoint <= 0:
+            return "no completed checkpoint to replay from: lossless recovery restarts the region"
+        if self.eg.consumers_of(failed, ExchangeType.PIPELINED):
+            return (
+                "lossless single-task recovery of a task with downstream consumers needs "
+                "determinants and deduplication (not built yet): restarting its region"
+            )
+        return None
 
     def fallback(self, failed: TaskId) -> FailoverPlan:
         """The individual protocol gave up on ``failed``: restart its pipelined region."""

@@ -47,18 +47,23 @@ class LossAccounting:
         self.eg = eg
         self.store = store
         self.metrics_interval = metrics_interval
-        self._baselines: dict[int, tuple[Counters, Counters]] = {}
+        self._baselines: dict[int, tuple[Counters, Counters, Counters]] = {}
         self._offsets = {t: _gate_offsets(eg, t) for t in eg.tasks}
 
     def start(self, rec: FailoverRecord, task: TaskId) -> None:
         """``task`` failed and restarts alone: remember its peers' counters now."""
-        self._baselines[rec.id] = (self.lost_for(task), self.cleared_for(task))
+        self._baselines[rec.id] = (
+            self.lost_for(task),
+            self.cleared_for(task),
+            self.lost_for(task, "replayed"),
+        )
 
     def forget(self, rec: FailoverRecord) -> None:
         """``rec`` turned into a restart of a set: nothing is lost (it replays)."""
         self._baselines.pop(rec.id, None)
         rec.records_dropped = None
         rec.records_cleared = None
+        rec.records_replayed = None
 
     async def count(self, rec: FailoverRecord, task: TaskId) -> None:
         """Fill ``rec``'s loss from the peers' next metrics reports (after recovery)."""
@@ -68,9 +73,11 @@ class LossAccounting:
             return
         rec.records_dropped = growth(baseline[0], self.lost_for(task))
         rec.records_cleared = growth(baseline[1], self.cleared_for(task))
+        rec.records_replayed = growth(baseline[2], self.lost_for(task, "replayed"))
 
-    def lost_for(self, task: TaskId) -> Counters:
-        """Per producer of ``task``: (metrics attempt, records it lost for ``task``)."""
+    def lost_for(self, task: TaskId, counter: str = "lost") -> Counters:
+        """Per producer of ``task``: (metrics attempt, records it lost for ``task``, or
+        the per-subpartition ``counter`` named, e.g. ``replayed``)."""
         out: Counters = {}
         for producer in self.eg.producers_of(task, ExchangeType.PIPELINED):
             pe = self.store[producer]
@@ -80,7 +87,10 @@ class LossAccounting:
                 subpartition = rp.find_subpartition(task)
                 part = parts.get(rp.partition_id)
                 if subpartition is not None and part is not None:
-                    total += part.get("lost", part["dropped"])[subpartition]
+                    values = part.get(counter)
+                    if values is None and counter == "lost":
+                        values = part.get("dropped")  # a report without a loss ledger
+                    total += values[subpartition] if values else 0
             out[producer] = (pe.metrics_attempt, total)
         return out
 

@@ -43,6 +43,7 @@ class FailoverRecord:
     tasks_restarted: list[str] = field(default_factory=list)
     records_dropped: int | None = None
     records_cleared: int | None = None
+    records_replayed: int | None = None  # lossless: what the producers sent again
     fell_back: bool = False
     fallback_reason: str | None = None
     fallback_at: float | None = None  # when the individual protocol gave up
