@@ -25,10 +25,11 @@ from netlayer.gate import (
     ChannelUpdateError,
     InputChannel,
     InputGate,
+    ReplayRefused,
     UnavailableEvent,
 )
 from netlayer.metrics import ChannelMetrics, PartitionMetrics, SubpartitionMetrics
-from netlayer.partition import RecordWriter, ResultPartition, ResultSubpartition
+from netlayer.partition import RecordWriter, ResultPartition, ResultSubpartition, RetentionBudget
 from netlayer.protocol.errors import ProtocolError
 from netlayer.transport import PartitionServer
 
@@ -45,8 +46,10 @@ __all__ = [
     "PartitionServer",
     "ProtocolError",
     "RecordWriter",
+    "ReplayRefused",
     "ResultPartition",
     "ResultSubpartition",
+    "RetentionBudget",
     "SubpartitionMetrics",
     "UnavailableEvent",
     "Watermark",

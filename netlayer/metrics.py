@@ -18,6 +18,15 @@ Loss accounting (lossy single-task recovery, `netlayer.partition.loss`):
 ``records_lost`` counts, over all consumer failovers of the subpartition, the
 records routed to a failed consumer after the checkpoint barrier its next
 attempt restores from.
+
+Retention (lossless single-task recovery, `netlayer.partition.retention`):
+``records_retained``, ``bytes_retained`` and ``bytes_spilled`` are gauges (what
+is retained now; ``bytes_spilled`` is the size of the spill file), while
+``records_replayed`` (records sent by replays) and ``retention_overflows``
+are cumulative. The ``*_out`` counters count each frame once, at its first
+send: a replay's re-sends count in ``records_replayed`` only, and a record
+held while the consumer was down is pending until a replay (or the lossy
+reset that discards it) settles it.
 """
 
 from __future__ import annotations
@@ -57,6 +66,16 @@ class SubpartitionMetrics:
     """Seconds the writer waited for room in this subpartition's queue."""
     resets: int = 0
     """PartitionRequests that reset the subpartition (consumer reconnected / new attempt)."""
+    records_retained: int = 0
+    """Records retained for a replay now (in memory or spilled)."""
+    bytes_retained: int = 0
+    """Bytes of the frames retained now (in memory or spilled)."""
+    bytes_spilled: int = 0
+    """Bytes of this subpartition's spill file now."""
+    records_replayed: int = 0
+    """Records sent by replays (again, or first if held while the consumer was down)."""
+    retention_overflows: int = 0
+    """Times retention went past its bounds and gave up its history."""
 
     def as_dict(self) -> dict[str, int | float]:
         return asdict(self)
@@ -81,6 +100,11 @@ class PartitionMetrics:
     credit: int = 0
     backpressure_time: float = 0.0
     resets: int = 0
+    records_retained: int = 0
+    bytes_retained: int = 0
+    bytes_spilled: int = 0
+    records_replayed: int = 0
+    retention_overflows: int = 0
 
     @classmethod
     def total(cls, parts: list[SubpartitionMetrics]) -> PartitionMetrics:

@@ -113,7 +113,7 @@ class ProducerConnection(asyncio.Protocol):
             return
         sub = partition.subpartitions[msg.subpartition]
         self._sub = sub
-        sub.on_partition_request(self, msg.consumer_attempt, msg.credit)
+        sub.on_partition_request(self, msg.consumer_attempt, msg.credit, msg.replay_from)
 
     def _protocol_error(self, reason: str) -> None:
         log.warning("closing connection from %s: protocol error: %s", self.peer, reason)

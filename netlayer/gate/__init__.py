@@ -11,7 +11,7 @@ Modules:
 - `netlayer.gate.states`: the channel's availability state table (pure);
 - `netlayer.gate.connector`: `ChannelConnector` (connect, handshake, retry);
 - `netlayer.gate.provider`: `CachedChannelProvider` (swap to a redeployed producer);
-- `netlayer.gate.values`: `ChannelInfo`, `UnavailableEvent`, `ChannelUpdateError`.
+- `netlayer.gate.values`: `ChannelInfo`, `UnavailableEvent`, `ChannelUpdateError`, `ReplayRefused`.
 
 Threading contract: everything runs on the task's asyncio event loop. The
 coordinator-facing `InputGate.producer_failed` and
@@ -34,6 +34,13 @@ leaves it out so barrier alignment and the watermark minimum can too. The
 then swaps the channel to the producer's new attempt (see its docstring).
 Frames from a connection or producer attempt that is not the channel's
 current one are discarded (``stale_discarded``).
+
+Lossless recovery: a channel whose `ChannelInfo.replay_from` (or update's
+``replay_from``) is set asks its producer to replay from that checkpoint; a
+producer that cannot fails the connection with ``cannot replay from
+checkpoint <id>: <why>`` (`ReplayRefused`, never retried), which ends like a
+failed connection: an `UnavailableEvent` with that reason for an initial
+connection, an ``on_done`` error for an update.
 """
 
 from netlayer.gate.channel import InputChannel
@@ -41,7 +48,13 @@ from netlayer.gate.connector import ChannelConnector
 from netlayer.gate.input_gate import DEFAULT_CREDITS_PER_CHANNEL, YIELD_EVERY, InputGate
 from netlayer.gate.provider import CachedChannelProvider
 from netlayer.gate.states import ChannelEvent, ChannelState
-from netlayer.gate.values import ChannelInfo, ChannelUpdateError, OnDone, UnavailableEvent
+from netlayer.gate.values import (
+    ChannelInfo,
+    ChannelUpdateError,
+    OnDone,
+    ReplayRefused,
+    UnavailableEvent,
+)
 
 __all__ = [
     "DEFAULT_CREDITS_PER_CHANNEL",
@@ -55,5 +68,6 @@ __all__ = [
     "InputChannel",
     "InputGate",
     "OnDone",
+    "ReplayRefused",
     "UnavailableEvent",
 ]

@@ -23,10 +23,10 @@ from typing import Any, Protocol
 
 from netlayer.events import EndOfPartition, decode_event
 from netlayer.gate.states import AVAILABLE_TO_TASK, ChannelEvent, ChannelState, next_channel_state
-from netlayer.gate.values import ChannelInfo, OnDone
+from netlayer.gate.values import ChannelInfo, OnDone, ReplayRefused
 from netlayer.metrics import ChannelMetrics
 from netlayer.protocol.errors import ProtocolError
-from netlayer.protocol.frames import Buffer, Event
+from netlayer.protocol.frames import CANNOT_REPLAY, Buffer, Event
 from netlayer.serialization import RecordDeserializer
 from netlayer.transport import ChannelConnection
 
@@ -67,6 +67,8 @@ class InputChannel:
         self.subpartition = info.subpartition
         self.address = info.address
         self.producer_attempt = info.producer_attempt
+        self.replay_from = info.replay_from
+        """Sent in the next `PartitionRequest` (the connector's); an update replaces it."""
         self.queue: deque[Any] = deque()
         self.deserializer = RecordDeserializer()
         self.metrics = ChannelMetrics()
@@ -184,7 +186,8 @@ class InputChannel:
         if not self.is_connected:
             fut = self._handshake
             if fut is not None and not fut.done():
-                fut.set_exception(HandshakeFailed(reason))
+                refused = CANNOT_REPLAY in reason  # the producer's Error: retrying cannot help
+                fut.set_exception(ReplayRefused(reason) if refused else HandshakeFailed(reason))
             return
         self.gate.producer_failed(self.index, reason=reason)
 

@@ -1,10 +1,12 @@
 """`ChannelConnector`: connects input channels to their producers.
 
 Connecting a channel means: open a TCP connection to ``ch.address``, send a
-`PartitionRequest` (our consumer attempt, full credit) and wait for the
-`PartitionResponse` of the expected producer attempt; the channel's
-`InputChannel.on_connected` fires ``CONNECTED``. Failed tries are retried with
-backoff (`netlayer.transport.retry_until`) until ``connect_timeout``.
+`PartitionRequest` (our consumer attempt, full credit, the channel's
+``replay_from``) and wait for the `PartitionResponse` of the expected
+producer attempt; the channel's `InputChannel.on_connected` fires
+``CONNECTED``. Failed tries are retried with backoff
+(`netlayer.transport.retry_until`) until ``connect_timeout``, except a
+producer's refusal to replay (`ReplayRefused`), which fails at once.
 
 Threading contract: runs on the task's event loop; each connection is an
 asyncio task of its own, at most one per channel (a new `start` cancels the
@@ -19,7 +21,7 @@ import logging
 
 from netlayer.gate.channel import HandshakeFailed, InputChannel
 from netlayer.gate.states import ChannelEvent, ChannelState
-from netlayer.gate.values import ChannelUpdateError, OnDone, call_on_done
+from netlayer.gate.values import ChannelUpdateError, OnDone, ReplayRefused, call_on_done
 from netlayer.protocol.frames import PartitionRequest
 from netlayer.transport import ChannelConnection, open_channel, retry_until
 
@@ -77,7 +79,11 @@ class ChannelConnector:
     async def _connect(self, ch: InputChannel) -> None:
         loop = asyncio.get_running_loop()
         request = PartitionRequest(
-            ch.partition_id, ch.subpartition, self.consumer_attempt, self.credits_per_channel
+            ch.partition_id,
+            ch.subpartition,
+            self.consumer_attempt,
+            self.credits_per_channel,
+            ch.replay_from,
         )
 
         def factory() -> ChannelConnection:
@@ -95,7 +101,7 @@ class ChannelConnector:
         deadline = loop.time() + self.connect_timeout
         try:
             await retry_until(deadline, attempt, (OSError, HandshakeFailed))
-        except (OSError, HandshakeFailed, TimeoutError) as exc:
+        except (OSError, HandshakeFailed, TimeoutError, ReplayRefused) as exc:
             if not ch.is_connected:  # (a handshake that beat the deadline still counts)
                 ch._drop_connection()
                 ch._connect_task = None
@@ -124,4 +130,5 @@ class ChannelConnector:
             ch.gate.producer_failed(ch.index, reason=msg)
         else:
             ch._fire(ChannelEvent.CONNECT_FAILED)
-        call_on_done(on_done, ch.index, ChannelUpdateError(msg))
+        kind = ReplayRefused if isinstance(error, ReplayRefused) else ChannelUpdateError
+        call_on_done(on_done, ch.index, kind(msg))

@@ -49,9 +49,11 @@ class CachedChannelProvider:
     - otherwise (the channel is drained) it is applied at once.
 
     Applying it connects to ``address``, sends a `PartitionRequest` with full
-    credit, checks that the producer is ``attempt``, makes the channel
-    available again (sequence numbers restart at 0) and calls
-    ``on_done(channel, None)`` (the coordinator's ack). Failure to connect
+    credit (and ``replay_from``: the producer first replays what it retained
+    after that checkpoint's barrier), checks that the producer is ``attempt``,
+    makes the channel available again (sequence numbers restart at 0) and calls
+    ``on_done(channel, None)`` (the coordinator's ack). A producer that cannot
+    replay fails it at once with `ReplayRefused` (a `ChannelUpdateError`). Failure to connect
     within ``connect_timeout`` calls ``on_done(channel, ChannelUpdateError)``
     and leaves the channel unavailable; a newer update replacing a pending
     one completes the older one with ``ChannelUpdateError`` too. A channel
@@ -61,14 +63,19 @@ class CachedChannelProvider:
 
     def __init__(self, gate: ProviderGate) -> None:
         self._gate = gate
-        self._cached: dict[int, tuple[Address, int, OnDone]] = {}
+        self._cached: dict[int, tuple[Address, int, OnDone, int | None]] = {}
 
     def pending(self, channel_index: int) -> bool:
         """True while an update for the channel is cached (waiting for the drain)."""
         return channel_index in self._cached
 
     def update_partition_info(
-        self, channel_index: int, address: Address, attempt: int, on_done: OnDone
+        self,
+        channel_index: int,
+        address: Address,
+        attempt: int,
+        on_done: OnDone,
+        replay_from: int | None = None,
     ) -> None:
         gate = self._gate
         ch = gate.channels[channel_index]
@@ -100,7 +107,7 @@ class CachedChannelProvider:
                 gate.producer_failed(
                     channel_index, reason=f"producer redeployed as attempt {attempt}"
                 )
-            self._cached[channel_index] = (address, attempt, on_done)
+            self._cached[channel_index] = (address, attempt, on_done, replay_from)
             log.info(
                 "channel %d: update to attempt %d at %s cached until drained",
                 channel_index,
@@ -110,7 +117,7 @@ class CachedChannelProvider:
             return
         # Drained (UNAVAILABLE, or UPDATE_PENDING for an older update): apply now.
         gate.connector.cancel(ch, ChannelUpdateError("superseded by a newer update"))
-        self._apply(ch, address, attempt, on_done)
+        self._apply(ch, address, attempt, on_done, replay_from)
 
     def _on_drained(self, ch: InputChannel) -> None:
         """The task dequeued ``ch``'s `UnavailableEvent`: apply its cached update, if any."""
@@ -118,10 +125,18 @@ class CachedChannelProvider:
         if cached is not None:
             self._apply(ch, *cached)
 
-    def _apply(self, ch: InputChannel, address: Address, attempt: int, on_done: OnDone) -> None:
+    def _apply(
+        self,
+        ch: InputChannel,
+        address: Address,
+        attempt: int,
+        on_done: OnDone,
+        replay_from: int | None,
+    ) -> None:
         log.info("channel %d: swapping to producer attempt %d at %s", ch.index, attempt, address)
         ch.address = address
         ch.producer_attempt = attempt
+        ch.replay_from = replay_from
         ch.deserializer.clear()
         ch._fire(ChannelEvent.UPDATE_APPLIED)
         self._gate.connector.start(ch, on_done)

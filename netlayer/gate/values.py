@@ -1,4 +1,5 @@
-"""Values the consumer side shares: `ChannelInfo`, `UnavailableEvent`, `ChannelUpdateError`.
+"""Values the consumer side shares: `ChannelInfo`, `UnavailableEvent`, `ChannelUpdateError`,
+`ReplayRefused`.
 
 Immutable values and a helper, no I/O; safe to share between threads.
 """
@@ -9,7 +10,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Address", "ChannelInfo", "ChannelUpdateError", "OnDone", "UnavailableEvent"]
+__all__ = [
+    "Address",
+    "ChannelInfo",
+    "ChannelUpdateError",
+    "OnDone",
+    "ReplayRefused",
+    "UnavailableEvent",
+]
 
 log = logging.getLogger(__name__)
 
@@ -20,12 +28,18 @@ OnDone = Callable[[int, "Exception | None"], None]
 
 @dataclass(frozen=True, slots=True)
 class ChannelInfo:
-    """Where a channel reads from: a producer's partition, our subpartition, its attempt."""
+    """Where a channel reads from: a producer's partition, our subpartition, its attempt.
+
+    ``replay_from``: the checkpoint this consumer attempt restored; the
+    producer first replays what it retained after that checkpoint's barrier
+    (``None``: no replay, data starts with what is emitted next).
+    """
 
     partition_id: str
     subpartition: int
     address: Address
     producer_attempt: int = 0
+    replay_from: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +52,13 @@ class UnavailableEvent:
 
 class ChannelUpdateError(Exception):
     """A channel update (or initial connection) failed, timed out or was superseded."""
+
+
+class ReplayRefused(ChannelUpdateError):
+    """The producer cannot replay from the requested checkpoint (it is not retried).
+
+    The message contains the producer's reason, ``cannot replay from checkpoint <id>: <why>``.
+    """
 
 
 def call_on_done(on_done: OnDone | None, index: int, error: Exception | None) -> None:

@@ -22,6 +22,8 @@ subpartition during this producer attempt, queued or dropped, cumulative
 
 A reset by the *same* consumer attempt (it reconnected) is no failover and
 counts no loss; what it missed is in ``records_discarded`` / ``records_dropped``.
+A replay (lossless recovery) loses nothing: the new attempt's stream begins
+at the barrier it replays from.
 
 Single-threaded: the owning subpartition calls it on its event loop.
 """
@@ -70,6 +72,16 @@ class LossLedger:
             return
         mark = None if restore_checkpoint is None else self.barrier_marks.get(restore_checkpoint)
         self.loss_base = self.stream_start if mark is None else max(mark, self.stream_start)
+
+    def on_replay(self, checkpoint_id: int) -> None:
+        """A consumer attempt resumed by a replay from ``checkpoint_id``'s barrier: no loss.
+
+        Its stream began at that barrier (where its restored state ends).
+        """
+        self.loss_base = None
+        mark = self.barrier_marks.get(checkpoint_id)
+        if mark is not None:
+            self.stream_start = mark
 
     def on_reset(self, routed: int, *, new_attempt: bool) -> int:
         """A `PartitionRequest` reset the subpartition at ``routed``; the records lost (>= 0).

@@ -9,6 +9,12 @@ awaitable is `wait_consumed`.
 Ordering contract: an event (`broadcast_event`) goes to every available
 subpartition after every record emitted before it and before every record
 emitted after it.
+
+Retention (lossless single-task recovery, opt-in): with a `RetentionBudget`
+every subpartition retains what it sent since the barrier of the last
+completed checkpoint, keeps retaining while its consumer is down, and replays
+it to a consumer attempt that asks (`PartitionRequest.replay_from`); see
+`netlayer.partition.subpartition` and `netlayer.partition.retention`.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import asyncio
 
 from netlayer.events import CheckpointBarrier, EndOfPartition, RuntimeEvent, encode_event
 from netlayer.metrics import PartitionMetrics
+from netlayer.partition.retention import RetentionBudget
 from netlayer.partition.subpartition import ResultSubpartition
 from netlayer.serialization import DEFAULT_BUFFER_SIZE
 
@@ -35,7 +42,8 @@ class ResultPartition:
     buffers (and on events), ``0`` flushes at the next loop iteration,
     ``t > 0`` within ``t`` seconds of the emit. ``queue_capacity`` is the
     number of finished buffers a subpartition queues before the writer is
-    backpressured.
+    backpressured. ``retention``: the task's `RetentionBudget` (one shared by
+    all its partitions) to retain and replay under (``None``: lossy only).
     """
 
     def __init__(
@@ -47,6 +55,7 @@ class ResultPartition:
         buffer_size: int = DEFAULT_BUFFER_SIZE,
         buffer_timeout: float | None = DEFAULT_BUFFER_TIMEOUT,
         queue_capacity: int = DEFAULT_QUEUE_CAPACITY,
+        retention: RetentionBudget | None = None,
     ) -> None:
         if num_subpartitions < 1:
             raise ValueError("num_subpartitions must be >= 1")
@@ -56,8 +65,9 @@ class ResultPartition:
         self.attempt = attempt
         self.buffer_size = buffer_size
         self.buffer_timeout = buffer_timeout
+        self.retention = retention
         self.subpartitions = [
-            ResultSubpartition(self, i, buffer_size, queue_capacity)
+            ResultSubpartition(self, i, buffer_size, queue_capacity, retention)
             for i in range(num_subpartitions)
         ]
         self.finished = False
@@ -120,21 +130,25 @@ class ResultPartition:
         subpartition: int,
         consumer_attempt: int | None = None,
         restore_checkpoint: int | None = None,
+        lossless: bool | None = None,
     ) -> None:
-        """ConsumerFailed from the coordinator: ``subpartition`` drops until a new attempt asks.
+        """ConsumerFailed from the coordinator: ``subpartition`` retains or drops until asked.
 
         ``restore_checkpoint``: the checkpoint the consumer's next attempt
         restores (``None``: nothing), for `ResultSubpartition.mark_consumer_failed`'s
-        loss accounting.
+        loss accounting. ``lossless``: retain for a replay instead of dropping
+        (``None``: if the partition retains; ``False``: drop, give up what was retained).
         """
         self.subpartitions[subpartition].mark_consumer_failed(
             consumer_attempt,
             reason="coordinator: consumer failed",
             restore_checkpoint=restore_checkpoint,
+            lossless=lossless,
         )
 
     def trim_barrier_marks(self, completed_checkpoint_id: int) -> None:
-        """Every subpartition forgets marks older than ``completed_checkpoint_id``."""
+        """Checkpoint ``completed_checkpoint_id`` completed: every subpartition forgets
+        older marks and releases what it retained up to that checkpoint's barrier."""
         for sp in self.subpartitions:
             sp.trim_barrier_marks(completed_checkpoint_id)
 
@@ -159,7 +173,7 @@ class ResultPartition:
         await fut
 
     def close(self) -> None:
-        """Stop the flush timer and close every consumer connection (task shutdown)."""
+        """Stop the flush timer, close every consumer connection, free what is retained."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -167,6 +181,9 @@ class ResultPartition:
         for sp in self.subpartitions:
             sp._detach(None)
             sp._wake_writer()
+            store, sp.retention = sp.retention, None
+            if store is not None:
+                store.release()
 
     def metrics(self) -> PartitionMetrics:
         """Sums over the subpartitions (each also has `ResultSubpartition.snapshot`)."""

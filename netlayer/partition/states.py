@@ -11,6 +11,9 @@ States (what the subpartition does with the records routed to it):
   connection ended); the subpartition is consumed.
 - ``CONSUMER_FAILED``: the consumer is gone before the end; records routed
   here are dropped at once and counted, nothing is queued.
+- ``RETAINING``: the consumer is gone, lossless mode (the partition retains,
+  `netlayer.partition.retention`): records routed here are serialized and
+  retained for a replay, never queued; the writer never waits for them.
 
 Events:
 
@@ -20,7 +23,12 @@ Events:
 - ``CONSUMER_RELEASED``: graceful close, or connection end, after `EndOfPartition`;
 - ``CONSUMER_FAILED``: the connection dropped before the end, the consumer
   closed early, or the coordinator reported the consumer failed (repeatable:
-  a later report refines the loss accounting and changes nothing else).
+  a later report refines the loss accounting and changes nothing else);
+- ``CONSUMER_FAILED_LOSSLESS``: the same, with retention on and lossless mode:
+  the subpartition retains instead of dropping (not from ``CONSUMER_FAILED``:
+  what was dropped cannot be replayed);
+- ``RETENTION_OVERFLOWED``: while retaining, retention went past its bounds;
+  the subpartition falls back to dropping.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ class SubpartitionState(Enum):
     FINISHED = "finished"
     RELEASED = "released"
     CONSUMER_FAILED = "consumer_failed"
+    RETAINING = "retaining"
 
 
 class SubpartitionEvent(Enum):
@@ -50,6 +59,8 @@ class SubpartitionEvent(Enum):
     END_OF_PARTITION_SENT = "end_of_partition_sent"
     CONSUMER_RELEASED = "consumer_released"
     CONSUMER_FAILED = "consumer_failed"
+    CONSUMER_FAILED_LOSSLESS = "consumer_failed_lossless"
+    RETENTION_OVERFLOWED = "retention_overflowed"
 
 
 _S = SubpartitionState
@@ -62,6 +73,12 @@ SUBPARTITION_TRANSITIONS: Transitions[SubpartitionState, SubpartitionEvent] = {
     (_S.FINISHED, _E.CONSUMER_RELEASED): _S.RELEASED,
     # A consumer can fail at any time, even after it received EndOfPartition.
     **{(state, _E.CONSUMER_FAILED): _S.CONSUMER_FAILED for state in _S},
+    **{
+        (state, _E.CONSUMER_FAILED_LOSSLESS): _S.RETAINING
+        for state in _S
+        if state is not _S.CONSUMER_FAILED
+    },
+    (_S.RETAINING, _E.RETENTION_OVERFLOWED): _S.CONSUMER_FAILED,
 }
 
 

@@ -1,8 +1,15 @@
 """Sans-io wire protocol of the data plane: frames, codec, errors (no sockets, no asyncio)."""
 
-from netlayer.protocol.codec import FrameDecoder, encode, encode_event_frame, finish_buffer_frame
+from netlayer.protocol.codec import (
+    FrameDecoder,
+    encode,
+    encode_event_frame,
+    finish_buffer_frame,
+    restamp_event_frame,
+)
 from netlayer.protocol.errors import FrameTooLarge, ProtocolError
 from netlayer.protocol.frames import (
+    CANNOT_REPLAY,
     DEFAULT_MAX_FRAME_SIZE,
     MAGIC,
     PROTOCOL_VERSION,
@@ -18,6 +25,7 @@ from netlayer.protocol.frames import (
 )
 
 __all__ = [
+    "CANNOT_REPLAY",
     "DEFAULT_MAX_FRAME_SIZE",
     "MAGIC",
     "PROTOCOL_VERSION",
@@ -36,4 +44,5 @@ __all__ = [
     "encode",
     "encode_event_frame",
     "finish_buffer_frame",
+    "restamp_event_frame",
 ]

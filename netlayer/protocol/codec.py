@@ -15,7 +15,8 @@ from one thread (the connection's event loop).
 `encode` builds a complete frame for any message. The producer's hot path
 uses `finish_buffer_frame` instead: the subpartition builds records directly
 behind a reserved `BUFFER_FRAME_HEADER_SIZE`-byte header, so a buffer becomes
-a wire frame without a copy.
+a wire frame without a copy. A replay renumbers retained frames with
+`finish_buffer_frame` and `restamp_event_frame`.
 """
 
 from __future__ import annotations
@@ -48,8 +49,10 @@ __all__ = [
     "encode",
     "encode_event_frame",
     "finish_buffer_frame",
+    "restamp_event_frame",
 ]
 
+_U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 _U16 = struct.Struct(">H")
 _REQUEST = struct.Struct(">III")
@@ -57,6 +60,7 @@ _RESPONSE = struct.Struct(">II")
 _EVENT_PREFIX = struct.Struct(">QB")
 _CRC_SEED = {t: zlib.crc32(bytes([t])) for t in FrameType}
 _BUFFER_SEED = _CRC_SEED[FrameType.BUFFER]
+_EVENT_SEED = _CRC_SEED[FrameType.EVENT]
 _MIN_LENGTH = FRAME_HEADER_SIZE - 4
 _MAX_STR = 0xFFFF
 
@@ -94,7 +98,12 @@ def encode(msg: Message) -> bytes:
             _u32("consumer_attempt", msg.consumer_attempt),
             _u32("credit", msg.credit),
         )
-        return _frame(FrameType.PARTITION_REQUEST, fixed + _str(msg.partition_id))
+        payload = fixed + _str(msg.partition_id)
+        if msg.replay_from is not None:
+            if not 0 <= msg.replay_from <= MAX_U64:
+                raise ValueError(f"replay_from={msg.replay_from} does not fit in u64")
+            payload += _U64.pack(msg.replay_from)
+        return _frame(FrameType.PARTITION_REQUEST, payload)
     if isinstance(msg, PartitionResponse):
         fixed = _RESPONSE.pack(
             _u32("subpartition", msg.subpartition),
@@ -130,16 +139,37 @@ def finish_buffer_frame(frame: bytearray, seq: int, backlog: int) -> None:
     FRAME_HEADER.pack_into(frame, 0, len(frame) - 4, MAGIC, FrameType.BUFFER, crc)
 
 
-def _read_str(payload: memoryview, offset: int) -> str:
+def restamp_event_frame(frame: bytearray, seq: int) -> None:
+    """Give an event frame (from `encode_event_frame`) the sequence number ``seq``, in place.
+
+    Afterwards it is exactly ``encode(Event(seq, kind, payload))`` (a replay
+    sends retained frames again under the new consumer attempt's numbering).
+    """
+    _U64.pack_into(frame, FRAME_HEADER_SIZE, seq)
+    crc = zlib.crc32(memoryview(frame)[FRAME_HEADER_SIZE:], _EVENT_SEED)
+    FRAME_HEADER.pack_into(frame, 0, len(frame) - 4, MAGIC, FrameType.EVENT, crc)
+
+
+def _read_str(payload: memoryview, offset: int, trailer: tuple[int, ...] = (0,)) -> tuple[str, int]:
+    """The string at ``offset`` and where it ends; exactly one of ``trailer`` bytes may follow."""
     if len(payload) - offset < 2:
         raise ProtocolError("truncated string length")
     (size,) = _U16.unpack_from(payload, offset)
-    if len(payload) - offset - 2 != size:
+    end = offset + 2 + size
+    if len(payload) - end not in trailer:
         raise ProtocolError(f"string length {size} does not match the frame")
     try:
-        return str(payload[offset + 2 :], "utf-8")
+        return str(payload[offset + 2 : end], "utf-8"), end
     except UnicodeDecodeError as exc:
         raise ProtocolError(f"invalid UTF-8 in frame: {exc}") from None
+
+
+def _decode_request(payload: memoryview) -> PartitionRequest:
+    _check_fixed(payload, _REQUEST.size, "PartitionRequest")
+    sub, attempt, credit = _REQUEST.unpack_from(payload)
+    partition_id, end = _read_str(payload, _REQUEST.size, (0, _U64.size))
+    replay_from = _U64.unpack_from(payload, end)[0] if end < len(payload) else None
+    return PartitionRequest(partition_id, sub, attempt, credit, replay_from)
 
 
 def _text(payload: memoryview) -> str:
@@ -168,13 +198,11 @@ def _decode_payload(ftype: int, payload: memoryview) -> Message:
             raise ProtocolError(f"AddCredit payload must be 4 bytes, got {len(payload)}")
         return AddCredit(_U32.unpack_from(payload)[0])
     if ftype == FrameType.PARTITION_REQUEST:
-        _check_fixed(payload, _REQUEST.size, "PartitionRequest")
-        sub, attempt, credit = _REQUEST.unpack_from(payload)
-        return PartitionRequest(_read_str(payload, _REQUEST.size), sub, attempt, credit)
+        return _decode_request(payload)
     if ftype == FrameType.PARTITION_RESPONSE:
         _check_fixed(payload, _RESPONSE.size, "PartitionResponse")
         sub, attempt = _RESPONSE.unpack_from(payload)
-        return PartitionResponse(_read_str(payload, _RESPONSE.size), sub, attempt)
+        return PartitionResponse(_read_str(payload, _RESPONSE.size)[0], sub, attempt)
     if ftype == FrameType.ERROR:
         return Error(_text(payload))
     if ftype == FrameType.CLOSE:

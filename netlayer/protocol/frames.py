@@ -15,6 +15,7 @@ Payloads (``str`` fields are a u16 byte length then UTF-8):
 
 ==================  =====================================================
 PartitionRequest    subpartition:u32 consumer_attempt:u32 credit:u32 partition_id:str
+                    [replay_from:u64]
 PartitionResponse   subpartition:u32 producer_attempt:u32 partition_id:str
 AddCredit           credit:u32
 Buffer              seq:u64 backlog:u32 data (the rest)
@@ -22,6 +23,12 @@ Event               seq:u64 kind:u8 payload (the rest)
 Error               message (UTF-8, the rest)
 Close               reason (UTF-8, the rest)
 ==================  =====================================================
+
+``replay_from`` is an optional trailing field (present iff the payload is 8
+bytes longer than the string ends): a request without it is exactly the frame
+of version 1 before the field existed, so no version bump was needed. A
+producer that cannot replay answers with an ``Error`` whose message starts
+with `CANNOT_REPLAY` (``"cannot replay from checkpoint <id>: <why>"``).
 
 Consumer -> producer: PartitionRequest, AddCredit, Close.
 Producer -> consumer: PartitionResponse (first frame of a connection), Buffer,
@@ -37,6 +44,7 @@ from enum import IntEnum
 
 __all__ = [
     "BUFFER_FRAME_HEADER_SIZE",
+    "CANNOT_REPLAY",
     "DEFAULT_MAX_FRAME_SIZE",
     "FRAME_HEADER_SIZE",
     "MAGIC",
@@ -71,6 +79,9 @@ DEFAULT_MAX_FRAME_SIZE = 1 << 20
 MAX_U32 = (1 << 32) - 1
 MAX_U64 = (1 << 64) - 1
 
+CANNOT_REPLAY = "cannot replay from checkpoint"
+"""How a producer's `Error` refusing a replay begins (then `` <id>: <why>``)."""
+
 
 class FrameType(IntEnum):
     """The type byte of a frame."""
@@ -86,12 +97,18 @@ class FrameType(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class PartitionRequest:
-    """Consumer attempt ``consumer_attempt`` asks for a subpartition, granting ``credit``."""
+    """Consumer attempt ``consumer_attempt`` asks for a subpartition, granting ``credit``.
+
+    ``replay_from``: the checkpoint the consumer restored; the producer first
+    sends again what it retained after that checkpoint's barrier (``None``:
+    no replay, the subpartition restarts from what is emitted next).
+    """
 
     partition_id: str
     subpartition: int
     consumer_attempt: int
     credit: int
+    replay_from: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
