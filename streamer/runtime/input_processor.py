@@ -74,6 +74,8 @@ class InputProcessor:
         gates = ctx.eg.input_gates(ctx.task_id)
         if not gates:
             return None
+        # a lossless single-task restart: every producer replays from the restored checkpoint
+        replay_from = (plan.get("restore") or {}).get("replay_from")
         channels: list[ChannelInfo] = []
         offsets: list[int] = []
         channel_input: list[int] = []
@@ -83,7 +85,9 @@ class InputProcessor:
                 partition_id = f"{gate.edge.edge_id}@{producer.subtask}"
                 address = parse_address(where["address"])
                 channels.append(
-                    ChannelInfo(partition_id, gate.subpartition, address, where["attempt"])
+                    ChannelInfo(
+                        partition_id, gate.subpartition, address, where["attempt"], replay_from
+                    )
                 )
                 channel_input.append(gate.gate_index)
         input_gate = InputGate(

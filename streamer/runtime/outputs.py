@@ -26,15 +26,31 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from netlayer.partition import RecordWriter, ResultPartition
+from netlayer.partition.retention import DEFAULT_RETENTION_BYTES, RetentionBudget
 from netlayer.transport import PartitionServer
 from streamer.connectors import Delivery, KafkaSink
 from streamer.graph import Partitioner
 from streamer.runtime.task_context import TaskContext
 
 log = logging.getLogger(__name__)
+
+
+def retention_budget(ctx: TaskContext) -> RetentionBudget | None:
+    """Lossless single-task recovery (``individual_recovery=lossless``): the partitions
+    retain what they sent since the last completed checkpoint, in memory up to
+    ``retention_bytes``, then spilled under this attempt's state directory."""
+    if ctx.config.get("individual_recovery", "lossy") != "lossless":
+        return None
+    base = Path(ctx.config.get("state_dir") or Path.cwd() / "streamer-state")
+    name = f"{str(ctx.task_id).replace('#', '-')}-a{ctx.attempt}"
+    return RetentionBudget(
+        int(ctx.config.get("retention_bytes", DEFAULT_RETENTION_BYTES)),
+        spill_dir=base / ctx.job_id / "retention" / name,
+    )
 
 
 class NetworkOutputs:
@@ -54,6 +70,7 @@ class NetworkOutputs:
         if not partitions:
             return
         self.server = PartitionServer(ctx.config.get("bind_host", "127.0.0.1"))
+        retention = retention_budget(ctx)
         writers: list[tuple[RecordWriter, Callable[[Any], Any] | None]] = []
         for rp in partitions:
             edge = rp.edge
@@ -62,6 +79,7 @@ class NetworkOutputs:
                 len(rp.subpartitions),
                 ctx.attempt,
                 buffer_timeout=ctx.config.get("buffer_timeout", 0.005),
+                retention=retention,
             )
             self.server.register(partition)
             self.partitions[rp.partition_id] = partition

@@ -55,6 +55,7 @@ def collect(m: MetricSources) -> dict[str, Any]:
                 "records_out": sum(sp.metrics.records_out for sp in p.subpartitions),
                 "dropped": [sp.metrics.records_dropped for sp in p.subpartitions],
                 "lost": [sp.metrics.records_lost for sp in p.subpartitions],
+                "replayed": [sp.metrics.records_replayed for sp in p.subpartitions],
             }
             for pid, p in m.partitions.items()
         }

@@ -1,0 +1,125 @@
+"""Lossless single-task recovery (``individual_recovery=lossless``, DESIGN.md §9), first part:
+producers retain what they sent since the last completed checkpoint and replay it to
+a restarted consumer, so a killed exactly-once sink recovers **alone and exactly**.
+A task with downstream consumers still restarts its region (until determinants and
+deduplication exist), and the failover record says why; the output stays exact.
+
+The job is ``examples.keyed_count`` (events x2 -hash-> count x4 -rebalance-> sink x2,
+RocksDB state, checkpoints every 0.5 s, exactly-once sink); a read-committed checker
+decides.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+import pytest
+
+from streamer.testing import TopicFactory, read_topic
+from streamer.testing.checker import check_sequences
+from streamer.testing.cluster import LocalCluster, Status, all_running
+from streamer.testing.feeder import EventFeeder
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
+
+ALL_TASKS = sorted(
+    [f"events#{i}" for i in range(2)]
+    + [f"count#{i}" for i in range(4)]
+    + [f"sink#{i}" for i in range(2)]
+)
+
+
+def submit(cluster: LocalCluster, bootstrap: str, topics: TopicFactory) -> tuple[str, str, str]:
+    src, out = topics.create(8), topics.create(4)
+    job_id = cluster.submit(
+        "examples.keyed_count:job",
+        {
+            "strategy": "individual",
+            "individual_recovery": "lossless",
+            "bootstrap_servers": bootstrap,
+            "metrics_interval": 0.5,
+            "checkpoint_interval": 0.5,
+            "checkpoint_dir": str(cluster.work_dir / "checkpoints"),
+            "params": {"in": src, "out": out, "delivery": "exactly_once"},
+        },
+    )
+    cluster.wait_for(job_id, all_running, what="all running")
+    return job_id, src, out
+
+
+def checkpoints(status: Status) -> int:
+    return int(status["checkpoints"]["completed"])
+
+
+def more_checkpoints(cluster: LocalCluster, job_id: str, n: int) -> Status:
+    start = checkpoints(cluster.status(job_id))
+    return cluster.wait_for(
+        job_id, lambda s: checkpoints(s) >= start + n, what=f"{n} more checkpoints"
+    )
+
+
+def recovered(n: int) -> Any:
+    def check(s: Status) -> bool:
+        f = s["failovers"]
+        return (
+            len(f) >= n
+            and f[n - 1]["status"] == "done"
+            and (f[n - 1]["fell_back"] or f[n - 1]["records_replayed"] is not None)
+            and all_running(s)
+        )
+
+    return check
+
+
+def exact_output(bootstrap: str, out: str, produced: Any) -> None:
+    outputs = [
+        orjson.loads(r.value)  # type: ignore[arg-type]
+        for r in read_topic(bootstrap, out, expected=sum(produced.values()), timeout=60, idle=2.5)
+    ]
+    report = check_sequences(produced, outputs)
+    assert report.exact, report.summary()
+    assert len(outputs) == sum(produced.values())
+
+
+def test_a_killed_sink_recovers_alone_and_exactly(
+    cluster: LocalCluster, kafka_bootstrap: str, kafka_topics: TopicFactory
+) -> None:
+    job_id, src, out = submit(cluster, kafka_bootstrap, kafka_topics)
+    feeder = EventFeeder(kafka_bootstrap, src, rate=300, keys=32).start()
+    for n, victim in enumerate(["sink#1", "sink#0", "sink#1"], start=1):
+        more_checkpoints(cluster, job_id, 2)
+        cluster.kill_task(job_id, victim)
+        status = cluster.wait_for(job_id, recovered(n), what=f"recovery of {victim}")
+        rec = status["failovers"][n - 1]
+        assert rec["tasks_restarted"] == [victim] and not rec["fell_back"], rec
+        assert rec["records_replayed"] > 0 and rec["records_dropped"] == 0, rec
+    more_checkpoints(cluster, job_id, 2)
+    produced = feeder.stop()
+    time.sleep(1.0)
+    more_checkpoints(cluster, job_id, 2)
+    status = cluster.status(job_id)
+    expected = {"sink#0": 1, "sink#1": 2}
+    assert {t["task"]: t["attempt"] for t in status["tasks"]} == {
+        t: expected.get(t, 0) for t in ALL_TASKS
+    }
+    exact_output(kafka_bootstrap, out, produced)
+
+
+def test_a_task_with_consumers_restarts_its_region_and_says_why(
+    cluster: LocalCluster, kafka_bootstrap: str, kafka_topics: TopicFactory
+) -> None:
+    job_id, src, out = submit(cluster, kafka_bootstrap, kafka_topics)
+    feeder = EventFeeder(kafka_bootstrap, src, rate=300, keys=32).start()
+    more_checkpoints(cluster, job_id, 2)
+    cluster.kill_task(job_id, "count#2")
+    status = cluster.wait_for(job_id, recovered(1), what="region restart")
+    rec = status["failovers"][0]
+    assert rec["fell_back"] and "determinants" in rec["fallback_reason"], rec
+    assert rec["tasks_restarted"] == ALL_TASKS  # keyed: the region is the whole job
+    more_checkpoints(cluster, job_id, 2)
+    produced = feeder.stop()
+    time.sleep(1.0)
+    more_checkpoints(cluster, job_id, 2)
+    exact_output(kafka_bootstrap, out, produced)
