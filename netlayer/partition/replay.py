@@ -71,6 +71,8 @@ class Replay:
         self.end = store.end
         self.next_seq = 0
         store.pinned = start
+        # What precedes the start and never went out never will (the consumer restored past it).
+        store.unsent_from = max(store.unsent_from, start)
 
     def __repr__(self) -> str:
         return f"<Replay from checkpoint {self.checkpoint_id} at {self.position}/{self.end}>"

@@ -16,7 +16,8 @@ where a replay from that checkpoint starts.
 - A `RetentionBudget`, one per task, bounds the memory of all its stores
   together. Past ``max_bytes`` the stores holding the most memory move their
   oldest entries to a spill file each in ``spill_dir`` (written with
-  ``os.write``, read back with ``os.pread``: local disk, on the event loop),
+  ``os.pwrite``, read back with ``os.pread``: local disk, on the event loop;
+the directory is created when first needed),
   down to a low-water mark. Past ``max_spill_bytes`` on disk (or without a
   ``spill_dir``) the store that should spill *overflows*: it releases
   everything, holds no replayable history (`RetentionStore.gap`), calls its
@@ -307,7 +308,12 @@ class RetentionStore:
             if budget.spill_dir is None or budget.disk_bytes + size > budget.max_spill_bytes:
                 self._overflow()
                 return
-            offset = self._write(frame)
+            try:
+                offset = self._write(frame)
+            except OSError as exc:  # no room on the disk after all (or no directory)
+                log.warning("%r: cannot spill to %s: %s", self, budget.spill_dir, exc)
+                self._overflow()
+                return
             log_[self._mem_from] = (offset, size, n)
             self._mem_from += 1
             self.memory_bytes -= size
@@ -315,16 +321,21 @@ class RetentionStore:
 
     def _write(self, frame: Frame) -> int:
         if self._fd is None:
-            assert self.budget.spill_dir is not None
+            spill_dir = self.budget.spill_dir
+            assert spill_dir is not None
+            spill_dir.mkdir(parents=True, exist_ok=True)
             safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.name)
-            fd, path = tempfile.mkstemp(
-                prefix=f"{safe}-", suffix=".spill", dir=self.budget.spill_dir
-            )
+            fd, path = tempfile.mkstemp(prefix=f"{safe}-", suffix=".spill", dir=spill_dir)
             self._fd, self._path = fd, Path(path)
         offset = self.spilled_bytes
         view = memoryview(frame)
-        while view:
-            view = view[os.pwrite(self._fd, view, offset + len(frame) - len(view)) :]
+        written = 0
+        try:
+            while written < len(view):
+                written += os.pwrite(self._fd, view[written:], offset + written)
+        except OSError:
+            os.ftruncate(self._fd, offset)  # (a partial write is not counted)
+            raise
         self.spilled_bytes += len(frame)
         self.budget.disk_bytes += len(frame)
         return offset

@@ -224,7 +224,8 @@ class ResultSubpartition(SubpartitionQueue):
             if not self._down:  # its failure was not reported: retain its queue now
                 self._fire(SubpartitionEvent.CONSUMER_FAILED_LOSSLESS)
                 self._retain_queue()
-            why = self._replay_refused(replay_from)  # (retaining the queue may overflow)
+            self.flush()  # the partly filled buffer goes with the replay
+            why = self._replay_refused(replay_from)  # (retaining may have overflowed)
         if why is not None:
             assert replay_from is not None
             error = cannot_replay(replay_from, why)

@@ -16,7 +16,13 @@ from netlayer.events import (
     decode_event,
     encode_event,
 )
-from netlayer.protocol.codec import FrameDecoder, encode, finish_buffer_frame
+from netlayer.protocol.codec import (
+    FrameDecoder,
+    encode,
+    encode_event_frame,
+    finish_buffer_frame,
+    restamp_event_frame,
+)
 from netlayer.protocol.errors import FrameTooLarge, ProtocolError
 from netlayer.protocol.frames import (
     BUFFER_FRAME_HEADER_SIZE,
@@ -43,7 +49,7 @@ text = st.text(max_size=40)
 blob = st.binary(max_size=300)
 
 messages: st.SearchStrategy[Message] = st.one_of(
-    st.builds(PartitionRequest, text, u32, u32, u32),
+    st.builds(PartitionRequest, text, u32, u32, u32, st.none() | u64),
     st.builds(PartitionResponse, text, u32, u32),
     st.builds(AddCredit, u32),
     st.builds(Buffer, u64, u32, blob),
@@ -80,6 +86,8 @@ def test_round_trip_in_any_chunking(msgs: list[Message], chunks: list[int]) -> N
     "msg",
     [
         PartitionRequest("job/v#0/e", 3, 7, 8),
+        PartitionRequest("job/v#0/e", 3, 7, 8, replay_from=42),
+        PartitionRequest("", 0, 0, 0, replay_from=MAX_U64),
         PartitionResponse("job/v#0/e", 3, 2),
         AddCredit(5),
         Buffer(0, 0, b""),
@@ -103,6 +111,16 @@ def test_in_place_buffer_frame_equals_encode(seq: int, backlog: int, data: bytes
     frame = bytearray(BUFFER_FRAME_HEADER_SIZE) + data
     finish_buffer_frame(frame, seq, backlog)
     assert bytes(frame) == encode(Buffer(seq, backlog, data))
+    finish_buffer_frame(frame, 0, 1)  # a replay renumbers a finished frame the same way
+    assert bytes(frame) == encode(Buffer(0, 1, data))
+
+
+@given(u64, u64, st.integers(0, 255), blob)
+@settings(deadline=None)
+def test_restamped_event_frame_equals_encode(old: int, seq: int, kind: int, data: bytes) -> None:
+    frame = bytearray(encode_event_frame(old, kind, data))
+    restamp_event_frame(frame, seq)
+    assert bytes(frame) == encode(Event(seq, kind, data))
 
 
 @given(
@@ -199,6 +217,7 @@ def _with_crc(ftype: FrameType, payload: bytes) -> bytes:
         (FrameType.BUFFER, b"\x00" * 5, "truncated Buffer"),
         (FrameType.EVENT, b"\x00" * 3, "truncated Event"),
         (FrameType.PARTITION_REQUEST, b"\x00" * 12 + b"\x00\x05ab", "string length"),
+        (FrameType.PARTITION_REQUEST, b"\x00" * 12 + b"\x00\x01a" + b"\x00" * 3, "string length"),
         (FrameType.PARTITION_RESPONSE, b"\x00" * 3, "truncated PartitionResponse"),
         (FrameType.ERROR, b"\xff\xfe", "UTF-8"),
     ],
@@ -208,6 +227,16 @@ def test_well_framed_but_invalid_payloads(ftype: FrameType, payload: bytes, matc
         FrameDecoder().feed(_with_crc(ftype, payload))
 
 
+def test_a_partition_request_without_replay_from_is_the_frame_it_always_was() -> None:
+    # The version-1 layout from before replay_from existed: no trailing field.
+    payload = struct.pack(">III", 3, 7, 8) + struct.pack(">H", 9) + b"job/v#0/e"
+    old = _with_crc(FrameType.PARTITION_REQUEST, payload)
+    assert encode(PartitionRequest("job/v#0/e", 3, 7, 8)) == old
+    assert decode_all(old) == [PartitionRequest("job/v#0/e", 3, 7, 8, replay_from=None)]
+    new = _with_crc(FrameType.PARTITION_REQUEST, payload + struct.pack(">Q", 5))
+    assert encode(PartitionRequest("job/v#0/e", 3, 7, 8, replay_from=5)) == new
+
+
 def test_encode_rejects_out_of_range_fields() -> None:
     with pytest.raises(ValueError):
         encode(AddCredit(-1))
@@ -215,6 +244,8 @@ def test_encode_rejects_out_of_range_fields() -> None:
         encode(Buffer(MAX_U64 + 1, 0, b""))
     with pytest.raises(ValueError):
         encode(PartitionRequest("x" * 70000, 0, 0, 0))
+    with pytest.raises(ValueError):
+        encode(PartitionRequest("x", 0, 0, 0, replay_from=-1))
 
 
 def test_decoder_holds_at_most_one_partial_frame() -> None:
