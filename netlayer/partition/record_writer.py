@@ -43,8 +43,10 @@ class RecordWriter:
             await wait
 
     It never waits for (or returns an awaitable for) a subpartition whose
-    consumer failed: records for it are dropped and counted. Every routed
-    record, queued or dropped, counts in `ResultSubpartition.records_routed`.
+    consumer failed: records for it are dropped and counted, or, when the
+    partition retains (lossless), serialized and retained for a replay. Every
+    routed record, queued, retained or dropped, counts in
+    `ResultSubpartition.records_routed`.
 
     Partitioners:
 
@@ -54,7 +56,8 @@ class RecordWriter:
       (``crc32(key_bytes) % max_parallelism``), then
       ``key_group * n // max_parallelism``;
     - ``rebalance``: round robin, starting at ``start_index``; it skips
-      unavailable subpartitions while any is available (nothing is lost);
+      unavailable (dropping) subpartitions while any is available (nothing is
+      lost); a retaining one is not skipped (what it gets is replayed);
     - ``broadcast``: serialized once, appended to every available subpartition.
 
     The per-record availability check reads ``ResultSubpartition._dropping``,

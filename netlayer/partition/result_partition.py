@@ -181,7 +181,7 @@ class ResultPartition:
         for sp in self.subpartitions:
             sp._detach(None)
             sp._wake_writer()
-            store, sp.retention = sp.retention, None
+            store, sp.retention, sp._replay = sp.retention, None, None
             if store is not None:
                 store.release()
 

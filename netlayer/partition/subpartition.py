@@ -10,13 +10,13 @@ backpressure.
 Ordering contract: records and events leave in exactly the order they were
 emitted (an event first finishes the partly filled buffer). Buffers and events
 share one sequence-number space that restarts at 0 whenever a consumer's (new)
-attempt resets the subpartition.
+attempt resets the subpartition or starts a replay.
 
 Availability (single-task recovery) is the state table of
 `netlayer.partition.states`; the subpartition holds it in ``state`` and changes
 it only through `_fire`. A subpartition is available until its consumer fails
 (its connection drops without a graceful `Close`, or `mark_consumer_failed`).
-While its consumer is failed, records routed to it are dropped at once and
+While its consumer is failed (lossy), records routed to it are dropped at once and
 counted (``records_dropped``), its queue is discarded (``records_discarded``)
 and the writer never waits for it. A `PartitionRequest` from a consumer attempt
 >= the current one resets it (empty queue, sequence 0, credit from the request)

@@ -23,8 +23,9 @@ from typing import Any
 import orjson
 
 from netlayer._keygroups import key_group
+from netlayer.events import CheckpointBarrier
 from netlayer.gate import ChannelInfo, InputGate, UnavailableEvent
-from netlayer.partition import RecordWriter, ResultPartition
+from netlayer.partition import RecordWriter, ResultPartition, RetentionBudget
 from netlayer.transport import PartitionServer
 
 MAX_PARALLELISM = 128
@@ -76,12 +77,16 @@ async def producer(args: argparse.Namespace) -> None:
         args.attempt,
         buffer_timeout=args.buffer_timeout,
         queue_capacity=args.queue_capacity,
+        retention=RetentionBudget(args.retention, spill_dir=args.spill_dir)
+        if args.retention
+        else None,
     )
     server = PartitionServer()
     server.register(part)
     address = await server.start()
     writer = RecordWriter(part, "hash", max_parallelism=MAX_PARALLELISM)
     subs = part.subpartitions
+    i = 0  # the next record's number
     go = asyncio.Event()
     finish = asyncio.Event()
     # Independent bookkeeping, per subpartition: records routed while it was available,
@@ -94,6 +99,7 @@ async def producer(args: argparse.Namespace) -> None:
             "subs": [
                 {
                     "available": sp.is_available,
+                    "state": sp.state.name,
                     "consumer_attempt": sp.consumer_attempt,
                     "routed": {str(k): v for k, v in routed[sp.index].items()},
                     "routed_down": routed_down[sp.index],
@@ -107,6 +113,12 @@ async def producer(args: argparse.Namespace) -> None:
     async def on_command(cmd: dict[str, Any]) -> None:
         if cmd["cmd"] == "go":
             go.set()
+        elif cmd["cmd"] == "barrier":  # the records after it start at ``at``
+            writer.broadcast_event(CheckpointBarrier(cmd["id"]))
+            out("barrier", id=cmd["id"], at=i)
+        elif cmd["cmd"] == "trim":  # checkpoint ``id`` completed
+            part.trim_barrier_marks(cmd["id"])
+            out("trimmed", id=cmd["id"])
         elif cmd["cmd"] == "finish":
             finish.set()
         elif cmd["cmd"] == "stats":
@@ -117,7 +129,6 @@ async def producer(args: argparse.Namespace) -> None:
     await go.wait()
     rss_before = maxrss_kb()
     pad = "x" * args.pad
-    i = 0
     if args.mode == "stall":
         for i in range(args.records):
             writer.emit(make_record(args.index, args.attempt, i, pad), key=i)
@@ -161,11 +172,16 @@ async def consumer(args: argparse.Namespace) -> None:
     infos = []
     for p, spec in enumerate(args.producers):
         host, port, attempt = spec.split(":")
-        infos.append(ChannelInfo(pid_of(p), args.index, (host, int(port)), int(attempt)))
+        address = (host, int(port))
+        infos.append(ChannelInfo(pid_of(p), args.index, address, int(attempt), args.replay_from))
     gate = InputGate(infos, args.attempt, credits_per_channel=args.credits, connect_timeout=10)
     for ch in args.block:
         gate.block(ch)
     counts: dict[str, int] = {}
+    # Per producer attempt: the first and last record number, and records out of sequence.
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    out_of_order: dict[str, int] = {}
     bad: list[Any] = []
     base = [0] * len(infos)  # frames received before the channel's current connection
     unavailable: list[int] = []
@@ -225,11 +241,20 @@ async def consumer(args: argparse.Namespace) -> None:
                     bad.append(x)
                 key = f"{x['p']}/{x['a']}"
                 counts[key] = counts.get(key, 0) + 1
+                if key in last and x["i"] != last[key] + 1:
+                    out_of_order[key] = out_of_order.get(key, 0) + 1
+                first.setdefault(key, x["i"])
+                last[key] = x["i"]
             elif isinstance(x, UnavailableEvent):
                 ch = gate.channels[index]
                 base[index] = ch.metrics.buffers_in + ch.metrics.events_in
                 unavailable.append(index)
-                out("unavailable", channel=index, cleared=ch.metrics.records_cleared)
+                out(
+                    "unavailable",
+                    channel=index,
+                    cleared=ch.metrics.records_cleared,
+                    reason=x.reason,
+                )
         batches += 1
         if args.slow:
             await asyncio.sleep(args.slow)
@@ -238,6 +263,9 @@ async def consumer(args: argparse.Namespace) -> None:
     out(
         "end",
         counts=counts,
+        first=first,
+        last=last,
+        out_of_order=out_of_order,
         bad=len(bad),
         channels=channel_stats(),
         unavailable=unavailable,
@@ -260,11 +288,14 @@ def main() -> None:
     ap.add_argument("--big", type=int, default=1_000_000, help="stall mode: spanning record size")
     ap.add_argument("--buffer-timeout", type=float, default=0.002)
     ap.add_argument("--queue-capacity", type=int, default=8)
+    ap.add_argument("--retention", type=int, default=0, help="retention budget, bytes (0: off)")
+    ap.add_argument("--spill-dir", default=None)
     # consumer
     ap.add_argument("--producers", nargs="*", default=[], help="host:port:attempt per channel")
     ap.add_argument("--credits", type=int, default=8)
     ap.add_argument("--block", type=int, nargs="*", default=[])
     ap.add_argument("--slow", type=float, default=0.0, help="seconds to sleep per batch")
+    ap.add_argument("--replay-from", type=int, default=None, help="checkpoint to replay from")
     args = ap.parse_args()
     logging.basicConfig(
         level=logging.INFO,

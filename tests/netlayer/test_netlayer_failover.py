@@ -274,3 +274,57 @@ def test_slow_consumer_bounds_producer_memory(nodes: Callable[..., Node]) -> Non
     assert growth_mb < 10, f"producer grew by {growth_mb:.1f} MB while sending 31 MB"
     ch = end["channels"][0]
     assert ch["backpressure_time"] > 0.5 and ch["buffers_in"] == sub["buffers_out"]
+
+
+def test_sigkill_a_consumer_lossless_replay_from_its_checkpoint(
+    nodes: Callable[..., Node], tmp_path: Path
+) -> None:
+    rate = 20_000
+    prod = nodes(
+        "producer", "P", "--rate", rate, "--retention", 1 << 20, "--spill-dir", tmp_path / "spill"
+    )
+    where = addr(prod.wait_for("listening"))
+    c0 = nodes("consumer", "C0", "--producers", where)
+    c0.wait_for("started")
+    prod.send(cmd="go")
+    at: dict[int, int] = {}
+    for checkpoint_id in (1, 2, 3):
+        time.sleep(0.15)
+        prod.send(cmd="barrier", id=checkpoint_id)
+        at[checkpoint_id] = prod.wait_for("barrier")["at"]
+    time.sleep(0.1)
+    prod.send(cmd="trim", id=2)  # checkpoint 2 completed
+    prod.wait_for("trimmed")
+    assert received(c0.stats()["counts"], 0, 0) > at[3]  # it got past barrier 3
+
+    c0.sigkill()
+    killed_at = time.monotonic()
+    while prod.stats()["subs"][0]["state"] != "RETAINING":
+        assert time.monotonic() - killed_at < 5, "producer never noticed the dead consumer"
+        time.sleep(0.02)
+    time.sleep(0.5)  # ~10,000 records are routed to it while it is down
+    sub = prod.stats()["subs"][0]
+    assert sub["records_dropped"] == 0 and sub["bytes_spilled"] > 0  # past 1 MiB: on disk
+
+    # Its next attempt restored checkpoint 2: the producer replays what followed barrier 2.
+    c1 = nodes("consumer", "C1", "--attempt", 1, "--replay-from", 2, "--producers", where)
+    c1.wait_for("started")
+    # An attempt asking for checkpoint 1 (trimmed) is refused at once, without retries.
+    c2 = nodes("consumer", "C2", "--attempt", 2, "--replay-from", 1, "--producers", where)
+    c2.wait_for("started", timeout=5)
+    refused = c2.wait_for("unavailable")
+    assert "cannot replay from checkpoint 1" in refused["reason"]
+    c2.stop()
+    time.sleep(0.3)
+    prod.send(cmd="finish")
+    done = prod.wait_for("done")
+    end = c1.wait_for("end")
+    # Exactly the records after barrier 2, in order, then the live ones: none lost or twice.
+    assert end["bad"] == 0 and end["out_of_order"] == {}
+    assert end["first"]["0/0"] == at[2] and end["last"]["0/0"] == done["emitted"] - 1
+    assert received(end["counts"], 0, 0) == done["emitted"] - at[2]
+    sub = done["subs"][0]
+    assert sub["records_lost"] == sub["records_dropped"] == sub["records_discarded"] == 0
+    assert sub["records_replayed"] >= 10_000 and sub["consumer_attempt"] == 1
+    ch = end["channels"][0]
+    assert ch["expected_seq"] == ch["buffers_in"] + ch["events_in"] and ch["records_cleared"] == 0
