@@ -163,6 +163,27 @@ class RecordWriter:
                 waiter = sp._add_buffers(full) or waiter
         return waiter
 
+    @property
+    def position(self) -> int:
+        """Where round robin (``rebalance``) goes next: the index of the next subpartition.
+
+        A checkpoint can save it and a restore set it, so that an attempt that
+        re-emits its input after a restore routes every record the same way.
+        """
+        return self._next
+
+    @position.setter
+    def position(self, value: int) -> None:
+        self._next = value % self._n
+
+    def broadcast_record(self, record: Any) -> EmitResult:
+        """``record`` to every subpartition, whatever the partitioner, in order with the data.
+
+        Serialized once; dropped (and counted) for a subpartition that drops.
+        Like `emit`, it returns an awaitable when a subpartition's queue is full.
+        """
+        return self._emit_broadcast(record)
+
     def broadcast_event(self, event: RuntimeEvent) -> None:
         """`ResultPartition.broadcast_event`: ``event`` after every record emitted so far."""
         self.partition.broadcast_event(event)

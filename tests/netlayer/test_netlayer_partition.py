@@ -142,6 +142,38 @@ def test_rebalance_round_robin_skips_unavailable() -> None:
     run(main)
 
 
+def test_round_robin_position_can_be_saved_and_restored() -> None:
+    async def main() -> None:
+        part = ResultPartition("p", 3, buffer_timeout=None)
+        writer = RecordWriter(part, "rebalance", start_index=1)
+        assert writer.position == 1
+        writer.emit("a")
+        saved = writer.position
+        again = RecordWriter(ResultPartition("p", 3, buffer_timeout=None), "rebalance")
+        again.position = saved + 3  # taken modulo the number of subpartitions
+        assert again.position == saved == 2
+        again.emit("b")
+        assert [sp.snapshot().records_in for sp in again.partition.subpartitions] == [0, 0, 1]
+
+    run(main)
+
+
+def test_broadcast_record_goes_to_every_subpartition_whatever_the_partitioner() -> None:
+    async def main() -> None:
+        part = ResultPartition("p", 3, buffer_timeout=None)
+        links = [FakeLink() for _ in range(3)]
+        for sp, link in zip(part.subpartitions, links, strict=True):
+            sp.on_partition_request(link, 0, 10)
+        writer = RecordWriter(part, "hash", max_parallelism=6)
+        writer.emit({"k": 0}, key_group=0)
+        assert writer.broadcast_record({"det": 1}) is None
+        part.flush()
+        assert links[0].items() == [{"k": 0}, {"det": 1}]
+        assert links[1].items() == links[2].items() == [{"det": 1}]
+
+    run(main)
+
+
 def test_broadcast_serializes_once_and_drops_for_unavailable() -> None:
     async def main() -> None:
         part = ResultPartition("p", 3, buffer_timeout=None)
