@@ -39,8 +39,8 @@ class ProviderGate(Protocol):
 class CachedChannelProvider:
     """Applies `update_partition_info` to a gate's channels, caching updates until drained.
 
-    ``update_partition_info(channel, address, attempt, on_done)`` (the
-    coordinator's UpdatePartitionInfo after it redeployed a producer):
+    ``update_partition_info(channel, address, attempt, on_done, replay_from=None)``
+    (the coordinator's UpdatePartitionInfo after it redeployed a producer):
 
     - if the channel still holds items of the old attempt (its
       `UnavailableEvent` has not been processed yet) the update is cached and
@@ -53,10 +53,11 @@ class CachedChannelProvider:
     after that checkpoint's barrier), checks that the producer is ``attempt``,
     makes the channel available again (sequence numbers restart at 0) and calls
     ``on_done(channel, None)`` (the coordinator's ack). A producer that cannot
-    replay fails it at once with `ReplayRefused` (a `ChannelUpdateError`). Failure to connect
-    within ``connect_timeout`` calls ``on_done(channel, ChannelUpdateError)``
-    and leaves the channel unavailable; a newer update replacing a pending
-    one completes the older one with ``ChannelUpdateError`` too. A channel
+    replay fails it at once with `ReplayRefused` (a `ChannelUpdateError`).
+    Failure to connect within ``connect_timeout`` calls ``on_done(channel,
+    ChannelUpdateError)`` and leaves the channel unavailable; a newer update
+    replacing a pending one completes the older one with ``ChannelUpdateError``
+    too. A channel
     that already received `EndOfPartition` acknowledges at once: nothing more
     can come from its producer.
     """
