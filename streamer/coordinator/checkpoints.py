@@ -333,9 +333,10 @@ class CheckpointCoordinator:
         if own is not None and old_p == vertex.parallelism:
             task_json = source.path / own["dir"] / "task.json"
             with contextlib.suppress(OSError, orjson.JSONDecodeError):
-                saved = orjson.loads(task_json.read_bytes()).get("operators")
-                if saved:
-                    plan["operators"] = saved
+                meta_json = orjson.loads(task_json.read_bytes())
+                for key in ("operators", "writers"):  # writers: round-robin positions
+                    if meta_json.get(key):
+                        plan[key] = meta_json[key]
             uncommitted = self.committed.get(task, 0) < int(meta["checkpoint_id"])
             if own.get("sink_records") and uncommitted and source.kind != "savepoint":
                 plan["sink_replay_file"] = str(source.path / own["dir"] / "sink.json")

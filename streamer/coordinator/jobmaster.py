@@ -267,12 +267,19 @@ class JobMaster:
         self.tasks.new_attempt(task)
         restore = self.checkpoints.restore_plans({task})
         if lossless:  # its producers replay what they retained since that checkpoint
-            restore[task]["replay_from"] = restore[task].get("checkpoint_id", last)
+            replay_from = restore[task].get("checkpoint_id", last)
+            restore[task]["replay_from"] = rec.replay_from = replay_from
+            if self.eg.consumers_of(task, ExchangeType.PIPELINED):
+                log_, why = await self.individual.collect_determinants(task, replay_from)
+                if log_ is None:
+                    await self._fall_back(task, rec, why)
+                    return
+                restore[task]["determinants"] = log_
         self.scheduler.set_restore(restore)
         await self._deploy(task, prefer=previous)  # back where it ran: warm and local
 
     async def _switch_consumers(self, task: TaskId, rec: FailoverRecord) -> None:
-        reason = await self.individual.update_consumers(task)
+        reason = await self.individual.update_consumers(task, rec.replay_from)
         if not rec.in_progress or self.state != S.RUNNING:
             return  # superseded meanwhile, or the job is ending
         if reason is None:
@@ -280,6 +287,10 @@ class JobMaster:
             self.failovers.done(rec)
             self._spawn(self.losses.count(rec, task))
             return
+        await self._fall_back(task, rec, reason)
+
+    async def _fall_back(self, task: TaskId, rec: FailoverRecord, reason: str) -> None:
+        """The individual protocol gives up on ``task``: restart its region."""
         log.warning(
             "job %s: %s for %s; falling back to a region restart", self.job_id, reason, task
         )

@@ -226,6 +226,25 @@ class UpdatePartitionInfo:
     channel: int
     address: str
     attempt: int
+    dedup_from: int | None = None  # the producer re-emits all after its barrier of this id
+
+
+@kind("get_determinants", replies=("determinants",))
+@dataclass(frozen=True, slots=True)
+class GetDeterminants:
+    """To a consumer of a failed producer: what it took from it since a checkpoint."""
+
+    gate: int
+    channel: int
+    checkpoint_id: int
+
+
+@kind("determinants")
+@dataclass(frozen=True, slots=True)
+class Determinants:
+    found: bool  # False: the channel does not know that checkpoint's barrier
+    seen: int = 0  # items taken after the barrier
+    log: list[Any] | None = None  # the producer's determinants among them
 
 
 @kind("task_metrics")

@@ -66,6 +66,7 @@ class ControlHandler:
                 k.ConsumerFailed: self.consumer_failed,
                 k.ProducerFailed: self.producer_failed,
                 k.UpdatePartitionInfo: self.update_partition_info,
+                k.GetDeterminants: self.get_determinants,
                 k.TriggerCheckpoint: self.trigger_checkpoint,
                 k.CheckpointComplete: self.checkpoint_complete,
                 k.CheckpointAbort: self.checkpoint_abort,
@@ -104,7 +105,21 @@ class ControlHandler:
             )
             self.link.spawn(reply, f"the reply to {msg.kind}")
 
-        self.inputs.update_partition_info(b.gate, b.channel, b.address, b.attempt, done)
+        self.inputs.update_partition_info(
+            b.gate, b.channel, b.address, b.attempt, done, dedup_from=b.dedup_from
+        )
+
+    async def get_determinants(
+        self, conn: RpcConnection, msg: Message, b: k.GetDeterminants
+    ) -> None:
+        """What this task took from a failed producer since ``checkpoint_id`` (lossless)."""
+        inputs = self.inputs
+        found = None if inputs is None else await inputs.since(b.gate, b.channel, b.checkpoint_id)
+        if found is None:
+            await conn.reply(msg, "determinants", {"found": False})
+            return
+        seen, dets = found
+        await conn.reply(msg, "determinants", {"found": True, "seen": seen, "log": dets})
 
     # ------------------------------------------------------------ checkpoints
     def trigger_checkpoint(self, conn: RpcConnection, msg: Message, b: k.TriggerCheckpoint) -> None:
@@ -122,6 +137,8 @@ class ControlHandler:
             # older checkpoints are no restore point any more: their barrier marks go
             # (the marks feed the netlayer's loss accounting of lossy failovers)
             partition.trim_barrier_marks(b.checkpoint_id)
+        if self.inputs is not None:
+            self.inputs.checkpoint_complete(b.checkpoint_id)
 
     def checkpoint_abort(self, conn: RpcConnection, msg: Message, b: k.CheckpointAbort) -> None:
         if self.inputs is not None:

@@ -24,13 +24,16 @@ Threading: the task's loop only.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from netlayer.events import CheckpointBarrier, EndOfPartition, Watermark
 from netlayer.gate import ChannelInfo, InputGate, UnavailableEvent
+from streamer.runtime.causal import DET, UNAVAILABLE, CausalLedger, DeterminantLog, ReplayDiverged
 from streamer.runtime.chain import Head
 from streamer.runtime.checkpointing import BarrierAligner
 from streamer.runtime.eventtime import WatermarkCombiner
@@ -65,6 +68,22 @@ class InputProcessor:
         self._idle_sent = False
         self._snapshotter: TaskSnapshotter | None = None
         self._watermarks: WatermarkOutput | None = None
+        self.ledger: CausalLedger | None = None
+        """Lossless mode: positions, barrier marks, determinants, dedup per channel."""
+        self.dets: DeterminantLog | None = None
+        """Lossless mode with outputs: the determinant of every batch, and a replay."""
+        self._stash: list[deque[list[Any]]] = [deque() for _ in gate.channels]
+
+    def enable_causal_log(
+        self, broadcast: Callable[[Any], None] | None, replay: list[Any] | None
+    ) -> None:
+        """Lossless single-task recovery (``runtime.causal``): keep the ledger and, when
+        the task has outputs (``broadcast``), emit determinants, replaying ``replay``."""
+        self.ledger = CausalLedger(len(self.gate.channels))
+        if broadcast is not None:
+            self.dets = DeterminantLog(broadcast, replay)
+        elif replay:
+            raise ReplayDiverged("cannot replay from checkpoint: a task without outputs")
 
     @classmethod
     async def open(
@@ -110,10 +129,20 @@ class InputProcessor:
         self.gate.producer_failed(index, reason="coordinator: producer failed")
 
     def update_partition_info(
-        self, gate: int, channel: int, address: str, attempt: int, on_done: OnUpdated
+        self,
+        gate: int,
+        channel: int,
+        address: str,
+        attempt: int,
+        on_done: OnUpdated,
+        dedup_from: int | None = None,
     ) -> None:
-        """Swap the channel to the producer's new attempt; ``on_done(error)`` when done."""
+        """Swap the channel to the producer's new attempt; ``on_done(error)`` when done.
+        ``dedup_from``: the new attempt re-emits everything after its barrier of that
+        checkpoint, and what this task already took of it is discarded."""
         index = self.channel_index(gate, channel)
+        if self.ledger is not None:
+            self.ledger.producer_restarted(index, dedup_from)
 
         def done(_channel: int, error: Exception | None) -> None:
             if error is None:
@@ -126,6 +155,26 @@ class InputProcessor:
 
     def abort(self, checkpoint_id: int) -> None:
         self.aligner.abort(checkpoint_id)
+
+    def checkpoint_complete(self, checkpoint_id: int) -> None:
+        if self.ledger is not None:
+            self.ledger.trim(checkpoint_id)
+
+    async def since(
+        self, gate: int, channel: int, checkpoint_id: int, timeout: float = 10.0
+    ) -> tuple[int, list[Any]] | None:
+        """What this task took from that channel after barrier ``checkpoint_id``, once it
+        took every item of the failed producer attempt (its ``UnavailableEvent``)."""
+        ledger = self.ledger
+        if ledger is None:
+            return None
+        index = self.channel_index(gate, channel)
+        deadline = time.monotonic() + timeout
+        while not ledger.channels[index].down:
+            if time.monotonic() > deadline:
+                return None
+            await asyncio.sleep(0.005)
+        return ledger.since(index, checkpoint_id)
 
     # ------------------------------------------------------------------- loop
     async def run(
@@ -142,17 +191,28 @@ class InputProcessor:
         gate = self.gate
         channel_input = self.channel_input
         counters = self.counters
+        ledger, dets = self.ledger, self.dets
+        next_batch = gate.next_batch if ledger is None else self._next_batch
         while True:
-            batch = await gate.next_batch()
+            batch = await next_batch()
             if batch is None:
                 return  # every channel reached EndOfPartition
             channel, items = batch
+            if ledger is not None:
+                items = ledger.take(channel, items)
+                if not items:
+                    continue  # all of it was taken from the old attempt already
+                if dets is not None:
+                    unavailable = items[0].__class__ is UnavailableEvent
+                    dets.record(channel, UNAVAILABLE if unavailable else len(items))
             inp = channel_input[channel]
             n = 0
             for item in items:
                 if item.__class__ is list:
                     head(item[1], item[0], inp)
                     n += 1
+                elif item.__class__ is dict:
+                    ledger.on_determinant(channel, item[DET])  # type: ignore[union-attr]
                 else:
                     self._on_event(channel, item)
             counters.records_processed += n
@@ -160,13 +220,34 @@ class InputProcessor:
                 await output.drain()
             commits.maybe_commit()
 
+    async def _next_batch(self) -> tuple[int, list[Any]] | None:
+        """Lossless mode: the logged batch while a replay runs (other channels' batches
+        wait in a stash), then stashed batches of unblocked channels, then the gate."""
+        dets, stash = self.dets, self._stash
+        if dets is not None and dets.replaying:
+            channel, _items = dets.expected()
+            while not stash[channel]:
+                batch = await self.gate.next_batch()
+                if batch is None:
+                    raise ReplayDiverged("cannot replay from checkpoint: the input ended")
+                stash[batch[0]].append(batch[1])
+            return channel, stash[channel].popleft()
+        for channel, batches in enumerate(stash):
+            if batches and not self.gate.channels[channel].is_blocked:
+                return channel, batches.popleft()
+        return await self.gate.next_batch()
+
     def _on_event(self, channel: int, event: Any) -> None:
         aligner = self.aligner
         if isinstance(event, CheckpointBarrier):
+            if self.ledger is not None:
+                self.ledger.on_barrier(channel, event.checkpoint_id)
             self._aligned(aligner.on_barrier(channel, event.checkpoint_id, time.monotonic()))
         elif isinstance(event, Watermark):
             self._on_combined(self.combiner.on_watermark(channel, event.timestamp))
         elif isinstance(event, UnavailableEvent):
+            if self.ledger is not None:
+                self.ledger.unavailable(channel)
             self.counters.unavailable_events += 1
             log.info("task %s: channel %d unavailable (%s)", self.ctx, channel, event.reason)
             self._on_combined(self.combiner.set_available(channel, False))

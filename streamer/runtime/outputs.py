@@ -96,6 +96,16 @@ class NetworkOutputs:
         await self.server.start()
         self.output = WriterOutput(writers)
 
+    def restore(self, restore: dict[str, Any]) -> None:
+        """Round-robin positions of the restored checkpoint (a replay routes the same way)."""
+        for writer, position in zip(self.writers, restore.get("writers") or (), strict=False):
+            writer.position = position
+
+    def broadcast_record(self, record: Any) -> None:
+        """``record`` to every consumer of every output, in order with the data."""
+        for writer in self.writers:
+            writer.broadcast_record(record)
+
     def data_address(self) -> str:
         """``host:port`` consumers connect to ("" without outputs)."""
         if self.server is None:

@@ -95,6 +95,8 @@ class TaskSnapshotter:
                 operators[op.spec.uid] = saved
         if operators:
             meta["operators"] = operators
+        if self.writers:  # where round robin goes next: a replay must route the same way
+            meta["writers"] = [writer.position for writer in self.writers]
         sink_epochs = None
         if self.sink is not None:
             pending = self.sink.on_barrier(checkpoint_id)

@@ -175,6 +175,7 @@ class Task:
             self.outputs.data_address(), control.handle, self._on_control_lost
         )
         restore: dict[str, Any] = plan.get("restore") or ctx.deployment.get("restore") or {}
+        self.outputs.restore(restore)
         head, tail = ctx.vertex.operators[0], ctx.vertex.operators[-1]
         if head.kind == OperatorKind.KAFKA_SOURCE:
             self.source = control.source = SourceRunner(ctx, self.counters)
@@ -187,6 +188,10 @@ class Task:
         self.inputs = control.inputs = await InputProcessor.open(ctx, plan, self.counters)
         if self.inputs is not None:
             metrics.gate = self.inputs.gate
+            if ctx.config.get("individual_recovery") == "lossless":
+                broadcast = self.outputs.broadcast_record if self.outputs.writers else None
+                self.inputs.enable_causal_log(broadcast, restore.get("determinants"))
+                metrics.deduplicated = self.inputs.ledger.deduplicated  # type: ignore[union-attr]
         if self.output is None:
             raise RuntimeError(f"vertex {ctx.vertex.vertex_id} has no output")
         self.chain = build_task_chain(ctx, self.output, restore)

@@ -40,6 +40,7 @@ class MetricSources:
     sink: KafkaSink | None = None
     operators: Sequence[ChainedOperator] = ()
     watermark: Callable[[], int | None] | None = None
+    deduplicated: Callable[[], list[int]] | None = None  # lossless: per channel
 
 
 def collect(m: MetricSources) -> dict[str, Any]:
@@ -64,6 +65,9 @@ def collect(m: MetricSources) -> dict[str, Any]:
             {"records_in": ch.metrics.records_in, "cleared": ch.metrics.records_cleared}
             for ch in m.gate.channels
         ]
+        if m.deduplicated is not None:
+            for entry, n in zip(out["channels"], m.deduplicated(), strict=True):
+                entry["deduplicated"] = n
     if m.source is not None:
         out["source"] = m.source()
     if m.sink is not None:

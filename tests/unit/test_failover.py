@@ -135,24 +135,25 @@ def test_lossy_individual_plans_the_failed_task_alone() -> None:
     )
 
 
-def test_lossless_individual_replays_a_sink_and_restarts_the_region_of_others() -> None:
+def test_lossless_individual_replays_alone_but_restarts_the_region_of_a_source() -> None:
     from streamer.coordinator.failover import FailoverHandler, Recovery
 
     eg = keyed_job()
     handler = FailoverHandler(eg, {"strategy": "individual", "individual_recovery": "lossless"})
-    sink = handler.plan(T("sink#0"), "killed", 0.0, 3)
-    assert (sink.recovery, sink.tasks, sink.lossless) == (
-        Recovery.INDIVIDUAL,
-        frozenset({T("sink#0")}),
-        True,
-    )
-    mid = handler.plan(T("mid#1"), "killed", 1.0, 3)
-    assert mid.recovery == Recovery.RESTART and mid.tasks == frozenset(eg.tasks)
-    assert mid.fallback_reason is not None and "determinants" in mid.fallback_reason
-    first = handler.plan(T("sink#1"), "killed", 2.0, 0)
+    for n, task in enumerate(["sink#0", "mid#1"]):
+        plan = handler.plan(T(task), "killed", float(n), 3)
+        assert (plan.recovery, plan.tasks, plan.lossless) == (
+            Recovery.INDIVIDUAL,
+            frozenset({T(task)}),
+            True,
+        )
+    src = handler.plan(T("src#0"), "killed", 2.0, 3)
+    assert src.recovery == Recovery.RESTART and src.tasks == frozenset(eg.tasks)
+    assert src.fallback_reason is not None and "source" in src.fallback_reason
+    first = handler.plan(T("sink#1"), "killed", 3.0, 0)
     assert first.recovery == Recovery.RESTART
     assert first.fallback_reason is not None and "no completed checkpoint" in first.fallback_reason
-    replay = handler.plan(T("sink#1"), "exception: cannot replay from checkpoint 3", 3.0, 3)
+    replay = handler.plan(T("sink#1"), "exception: cannot replay from checkpoint 3", 4.0, 3)
     assert replay.recovery == Recovery.RESTART
     assert replay.fallback_reason is not None and replay.fallback_reason.startswith("replay failed")
 

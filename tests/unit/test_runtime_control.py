@@ -177,11 +177,18 @@ def test_fault_hooks_come_only_from_the_environment(tmp_path: Path) -> None:
 
 def test_metrics_report_records_lost_per_subpartition() -> None:
     def sp(out: int, dropped: int, lost: int) -> Any:
-        metrics = SimpleNamespace(records_out=out, records_dropped=dropped, records_lost=lost)
+        metrics = SimpleNamespace(
+            records_out=out, records_dropped=dropped, records_lost=lost, records_replayed=0
+        )
         return SimpleNamespace(metrics=metrics)
 
     partition = SimpleNamespace(subpartitions=[sp(5, 1, 2), sp(7, 0, 0)])
     counters = Counters(records_processed=12)
     out = collect(MetricSources(counters, {"e@0": partition}))  # type: ignore[dict-item]
     assert out["records_processed"] == 12
-    assert out["partitions"]["e@0"] == {"records_out": 12, "dropped": [1, 0], "lost": [2, 0]}
+    assert out["partitions"]["e@0"] == {
+        "records_out": 12,
+        "dropped": [1, 0],
+        "lost": [2, 0],
+        "replayed": [0, 0],
+    }

@@ -26,6 +26,7 @@ TASK_DIR = "count%231"
 class RecordingWriter:
     def __init__(self) -> None:
         self.events: list[Any] = []
+        self.position = 3  # round robin's next subpartition: part of the snapshot
 
     def broadcast_event(self, event: Any) -> None:
         self.events.append(event)
@@ -97,6 +98,7 @@ def test_a_snapshot_is_published_whole_and_acked(h: Harness) -> None:
     assert entries == [TASK_DIR]  # no temporary directory left behind
     task_json = orjson.loads((pending.path / "tasks" / TASK_DIR / "task.json").read_bytes())
     assert task_json["source"] == {"topic": "t", "positions": {"0": 5}}
+    assert task_json["writers"] == [3]  # the round-robin position a replay routes from
     completed = h.storage.complete(pending, {"tasks": {TASK: {"keyed": state["keyed"]}}})
     assert completed.tasks == {TASK: {"dir": f"tasks/{TASK_DIR}"}}
     assert completed.read_json("sink.json", task_id=TASK) == [[1, [["k", {"n": 1}, None]]]]

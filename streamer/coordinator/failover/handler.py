@@ -8,15 +8,14 @@ is ``UNRECOVERABLE`` (a restart limit was reached; ``reason`` says which). The
 ``JobMaster`` carries plans out.
 
 Lossless single-task recovery (``individual_recovery=lossless``, DESIGN.md §9):
-the new attempt restores the last completed checkpoint and its producers replay
-what they retained since that checkpoint's barrier. That is exact for a task
-whose output nobody downstream has to deduplicate: a task without pipelined
-consumers (a sink: its open transaction is fenced and rewritten from the
-replay). A task with consumers would re-emit outputs its consumers already
-have, in an order that depends on its input interleaving; until determinants
-and deduplication exist, such a task, a failure without a completed checkpoint
-to replay from, and a failed replay restart the task's pipelined region
-instead: the plan says so in ``fallback_reason``, and nothing is lost.
+the new attempt restores the last completed checkpoint, its producers replay
+what they retained since that checkpoint's barrier, it re-executes in the order
+its determinants record (collected from its consumers), and its consumers drop
+what they already had. A sink needs no determinants (its open transaction is
+fenced and rewritten from the replay). A source (its partition order is not
+logged yet), a failure without a completed checkpoint to replay from, and a
+failed replay restart the task's pipelined region instead: the plan says so in
+``fallback_reason``, and nothing is lost.
 
 Threading: the coordinator's loop only (the backoff counts failures).
 """
@@ -29,7 +28,7 @@ from typing import Any
 
 from streamer.coordinator.failover.backoff import RestartBackoff
 from streamer.coordinator.failover.strategies import RestartIndividual, make_strategy
-from streamer.graph import ExchangeType, ExecutionGraph, TaskId
+from streamer.graph import ExecutionGraph, TaskId
 
 # what a producer answers a replay request it cannot serve (netlayer's error text)
 REPLAY_FAILED = "cannot replay from checkpoint"
@@ -99,10 +98,10 @@ class FailoverHandler:
             return f"replay failed ({cause}): lossless recovery restarts the region"
         if last_checkpoint <= 0:
             return "no completed checkpoint to replay from: lossless recovery restarts the region"
-        if self.eg.consumers_of(failed, ExchangeType.PIPELINED):
+        if self.eg.vertex_of(failed).operators[0].kind == "kafka_source":
             return (
-                "lossless single-task recovery of a task with downstream consumers needs "
-                "determinants and deduplication (not built yet): restarting its region"
+                "lossless single-task recovery of a source needs the determinants of its "
+                "partition order (not built yet): restarting its region"
             )
         return None
 

@@ -10,6 +10,12 @@
    the channel. All acks within ``channel_update_timeout``: done; otherwise the
    reason to fall back to a region restart is returned.
 
+Lossless (DESIGN.md §9): before step 2, ``collect_determinants`` asks the
+consumers what they took from the failed task since the restored checkpoint
+and returns the longest determinant log (every consumer holds a prefix of the
+same log); in step 3 the consumers are told to drop what the new attempt
+re-emits of it (``dedup_from``).
+
 Threading: the coordinator's loop only.
 """
 
@@ -58,7 +64,33 @@ class IndividualProtocol:
             for gate_index, channel in self.eg.channels_between(task, consumer):
                 self.send(consumer, "producer_failed", {"gate": gate_index, "channel": channel})
 
-    async def update_consumers(self, task: TaskId) -> str | None:
+    async def collect_determinants(
+        self, task: TaskId, checkpoint_id: int
+    ) -> tuple[list[Any] | None, str]:
+        """The longest determinant log of ``task`` since ``checkpoint_id`` among its
+        running consumers, or (None, why not)."""
+        requests = []
+        for consumer in self.eg.consumers_of(task, ExchangeType.PIPELINED):
+            ce = self.store[consumer]
+            if ce.conn is None or ce.state != TaskState.RUNNING:
+                continue
+            for gate_index, channel in self.eg.channels_between(task, consumer):
+                body = {"gate": gate_index, "channel": channel, "checkpoint_id": checkpoint_id}
+                requests.append(ce.conn.request("get_determinants", body, timeout=self.timeout))
+        replies = await asyncio.gather(*requests, return_exceptions=True)
+        logs = [
+            r.body.get("log") or []
+            for r in replies
+            if not isinstance(r, BaseException) and r.body.get("found")
+        ]
+        if not logs:
+            return None, (
+                f"no running consumer of {task} holds its determinants since checkpoint "
+                f"{checkpoint_id}: lossless recovery restarts the region"
+            )
+        return max(logs, key=len), ""
+
+    async def update_consumers(self, task: TaskId, dedup_from: int | None = None) -> str | None:
         """Step 3; returns None when every consumer acked, else why to fall back.
 
         A consumer that failed meanwhile is not waited for: its own failover
@@ -77,6 +109,8 @@ class IndividualProtocol:
                     "address": te.data_address or "",
                     "attempt": te.attempt,
                 }
+                if dedup_from is not None:
+                    body["dedup_from"] = dedup_from
                 asked.append((consumer, ce.attempt))
                 requests.append(ce.conn.request("update_partition_info", body, timeout=3600))
         try:

@@ -47,7 +47,7 @@ class LossAccounting:
         self.eg = eg
         self.store = store
         self.metrics_interval = metrics_interval
-        self._baselines: dict[int, tuple[Counters, Counters, Counters]] = {}
+        self._baselines: dict[int, tuple[Counters, Counters, Counters, Counters]] = {}
         self._offsets = {t: _gate_offsets(eg, t) for t in eg.tasks}
 
     def start(self, rec: FailoverRecord, task: TaskId) -> None:
@@ -56,6 +56,7 @@ class LossAccounting:
             self.lost_for(task),
             self.cleared_for(task),
             self.lost_for(task, "replayed"),
+            self.cleared_for(task, "deduplicated"),
         )
 
     def forget(self, rec: FailoverRecord) -> None:
@@ -64,6 +65,7 @@ class LossAccounting:
         rec.records_dropped = None
         rec.records_cleared = None
         rec.records_replayed = None
+        rec.records_deduplicated = None
 
     async def count(self, rec: FailoverRecord, task: TaskId) -> None:
         """Fill ``rec``'s loss from the peers' next metrics reports (after recovery)."""
@@ -74,6 +76,7 @@ class LossAccounting:
         rec.records_dropped = growth(baseline[0], self.lost_for(task))
         rec.records_cleared = growth(baseline[1], self.cleared_for(task))
         rec.records_replayed = growth(baseline[2], self.lost_for(task, "replayed"))
+        rec.records_deduplicated = growth(baseline[3], self.cleared_for(task, "deduplicated"))
 
     def lost_for(self, task: TaskId, counter: str = "lost") -> Counters:
         """Per producer of ``task``: (metrics attempt, records it lost for ``task``, or
@@ -94,8 +97,9 @@ class LossAccounting:
             out[producer] = (pe.metrics_attempt, total)
         return out
 
-    def cleared_for(self, task: TaskId) -> Counters:
-        """Per consumer of ``task``: (metrics attempt, partial records of ``task`` cleared)."""
+    def cleared_for(self, task: TaskId, counter: str = "cleared") -> Counters:
+        """Per consumer of ``task``: (metrics attempt, partial records of ``task`` cleared,
+        or the per-channel ``counter`` named, e.g. ``deduplicated``)."""
         out: Counters = {}
         for consumer in self.eg.consumers_of(task, ExchangeType.PIPELINED):
             ce = self.store[consumer]
@@ -105,7 +109,7 @@ class LossAccounting:
             for gate_index, channel in self.eg.channels_between(task, consumer):
                 flat = offsets[gate_index] + channel
                 if flat < len(channels):
-                    total += channels[flat]["cleared"]
+                    total += channels[flat].get(counter, 0)
             out[consumer] = (ce.metrics_attempt, total)
         return out
 

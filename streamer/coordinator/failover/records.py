@@ -44,6 +44,8 @@ class FailoverRecord:
     records_dropped: int | None = None
     records_cleared: int | None = None
     records_replayed: int | None = None  # lossless: what the producers sent again
+    records_deduplicated: int | None = None  # lossless: re-emitted outputs consumers dropped
+    replay_from: int | None = None  # lossless: the checkpoint the new attempt restored
     fell_back: bool = False
     fallback_reason: str | None = None
     fallback_at: float | None = None  # when the individual protocol gave up
