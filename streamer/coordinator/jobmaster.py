@@ -266,15 +266,12 @@ class JobMaster:
         previous = self.tasks[task].worker_id
         self.tasks.new_attempt(task)
         restore = self.checkpoints.restore_plans({task})
-        if lossless:  # its producers replay what they retained since that checkpoint
-            replay_from = restore[task].get("checkpoint_id", last)
-            restore[task]["replay_from"] = rec.replay_from = replay_from
-            if self.eg.consumers_of(task, ExchangeType.PIPELINED):
-                log_, why = await self.individual.collect_determinants(task, replay_from)
-                if log_ is None:
-                    await self._fall_back(task, rec, why)
-                    return
-                restore[task]["determinants"] = log_
+        if lossless:
+            why = await self.individual.prepare_replay(task, restore[task], last)
+            if why is not None:
+                await self._fall_back(task, rec, why)
+                return
+            rec.replay_from = restore[task]["replay_from"]
         self.scheduler.set_restore(restore)
         await self._deploy(task, prefer=previous)  # back where it ran: warm and local
 
@@ -319,18 +316,15 @@ class JobMaster:
         log.error("job %s FAILED: %s", self.job_id, reason)
         self.failure_reason = reason
         self.state = S.CANCELING  # no restart, deploy or fallback from now on
-        await self._stop_all()
+        await self.scheduler.cancel_all()
         self._end(S.FAILED)
 
     async def cancel(self) -> None:
         if self.state.is_final:
             return
         self.state = S.CANCELING
-        await self._stop_all()
-        self._end(S.CANCELED)
-
-    async def _stop_all(self) -> None:
         await self.scheduler.cancel_all()
+        self._end(S.CANCELED)
 
     def _end(self, state: TaskState) -> None:
         if self.state.is_final:

@@ -64,6 +64,22 @@ class IndividualProtocol:
             for gate_index, channel in self.eg.channels_between(task, consumer):
                 self.send(consumer, "producer_failed", {"gate": gate_index, "channel": channel})
 
+    async def prepare_replay(
+        self, task: TaskId, restore: dict[str, Any], last_checkpoint: int
+    ) -> str | None:
+        """Lossless: ``restore`` (the new attempt's plan) gains ``replay_from`` (its
+        producers replay what they retained since that checkpoint) and, for a task
+        with consumers, its ``determinants``; returns why it cannot, or None."""
+        replay_from = int(restore.get("checkpoint_id", last_checkpoint))
+        restore["replay_from"] = replay_from
+        if not self.eg.consumers_of(task, ExchangeType.PIPELINED):
+            return None  # a sink: nobody downstream saw its output
+        log, why = await self.collect_determinants(task, replay_from)
+        if log is None:
+            return why
+        restore["determinants"] = log
+        return None
+
     async def collect_determinants(
         self, task: TaskId, checkpoint_id: int
     ) -> tuple[list[Any] | None, str]:
