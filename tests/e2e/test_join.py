@@ -4,7 +4,9 @@ Orders, payments and shipments (out of order within a bounded window) stream in
 while a join task is killed. Under ``full`` and ``region`` (checkpoints plus the
 exactly-once sink) the committed output is exactly the oracle's set of complete
 orders, each once. Under ``individual`` nothing is duplicated and every missing
-order belongs to the killed task's key groups.
+order belongs to the killed task's key groups. Under lossless ``individual``
+(``individual_recovery=lossless``) the killed join task recovers alone and the
+output is exactly the oracle's, as under ``full``.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def failover_done(s: Status) -> bool:
     return bool(s["failovers"]) and s["failovers"][0]["status"] == "done" and all_running(s)
 
 
-@pytest.mark.parametrize("strategy", ["full", "region", "individual"])
+@pytest.mark.parametrize("strategy", ["full", "region", "individual", "lossless"])
 def test_join_matches_the_oracle_across_a_restart(
     strategy: str, cluster: LocalCluster, kafka_bootstrap: str, kafka_topics: TopicFactory
 ) -> None:
@@ -58,7 +60,8 @@ def test_join_matches_the_oracle_across_a_restart(
     job_id = cluster.submit(
         "examples.order_join:job",
         {
-            "strategy": strategy,
+            "strategy": "individual" if strategy == "lossless" else strategy,
+            **({"individual_recovery": "lossless"} if strategy == "lossless" else {}),
             "bootstrap_servers": kafka_bootstrap,
             "checkpoint_interval": 0.4,
             "checkpoint_dir": str(cluster.work_dir / "checkpoints"),
@@ -98,5 +101,8 @@ def test_join_matches_the_oracle_across_a_restart(
         )
     else:
         assert missing == set()
+    if strategy == "lossless":  # the join alone recovered, exactly
+        rec = status["failovers"][0]
+        assert rec["tasks_restarted"] == ["join#1"] and not rec["fell_back"], rec
     join_metrics = [t["metrics"] for t in status["tasks"] if t["vertex"] == "join"]
     assert all(m.get("records_processed", 0) > 0 for m in join_metrics)
