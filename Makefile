@@ -1,13 +1,17 @@
 # The two commands: `make demo` and `make test`. Both set everything up first:
 # a virtualenv in .venv with streamer and its test tools, and Apache Kafka's
 # broker jars resolved from Maven Central into $STREAMER_HOME (~/.cache/streamer).
+# `make test` also runs the container tests where a Docker engine can run
+# (scripts/testrun.py: installs and starts one as root on Debian/Ubuntu, builds
+# the images without a registry, stops what it started); elsewhere they are
+# reported as skipped with the reason.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo demo-connectors test lint unit clean-venv
+.PHONY: setup demo demo-connectors test lint unit images clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,9 +32,15 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy scripts
 
 test: setup lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/python -m scripts.testrun $(PYTEST_ARGS)
+
+# The three images (streamer-base:bookworm, streamer-kafka:<version>, streamer:dev),
+# built without any image registry; starts (and then stops) a Docker engine if none answers.
+images: setup
+	$(BIN)/python -m scripts.engine run -- $(BIN)/python -m scripts.images
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

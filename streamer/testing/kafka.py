@@ -94,6 +94,13 @@ def docker_ping(timeout: float = 2.0, *, base_url: str | None = None) -> bool:
         return False
 
 
+def engine_answers(env: Mapping[str, str] | None = None) -> bool:
+    """Whether this run may use a Docker engine: one answers a ping, and make test did not
+    say none may be used (``STREAMER_DOCKER_UNAVAILABLE``, e.g. with ``STREAMER_DOCKER=off``)."""
+    env = os.environ if env is None else env
+    return not env.get(ENV_DOCKER_UNAVAILABLE, "").strip() and docker_ping()
+
+
 def no_engine_reason(env: Mapping[str, str]) -> str:
     """Why the container tests did not run: make test's reason, or the ping's."""
     given = env.get(ENV_DOCKER_UNAVAILABLE, "").strip()

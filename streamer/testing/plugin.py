@@ -26,7 +26,7 @@ from streamer.testing.kafka import (
     KafkaBackend,
     TopicFactory,
     choose_kafka_backend,
-    docker_ping,
+    engine_answers,
     no_engine_reason,
     start_test_broker,
 )
@@ -39,7 +39,7 @@ _used: dict[str, str] = {}
 @pytest.fixture(scope="session")
 def kafka_backend() -> KafkaBackend:
     """Which broker this session uses: env var, testcontainers, or the local broker."""
-    return choose_kafka_backend(os.environ, docker_ping)
+    return choose_kafka_backend(os.environ, engine_answers)
 
 
 @pytest.fixture(scope="session")

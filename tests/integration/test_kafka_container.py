@@ -11,7 +11,7 @@ from streamer.testing.kafka import (
     CONTAINER_LABEL,
     KafkaBackend,
     TopicFactory,
-    docker_ping,
+    engine_answers,
     kafka_container,
     no_engine_reason,
     produce_records,
@@ -39,10 +39,10 @@ def our_containers() -> list[str]:
         client.close()
 
 
-def test_container_kafka_round_trip(kafka_backend: KafkaBackend) -> None:
+def test_container_kafka_round_trip() -> None:
     """A broker container of its own: started, used (a transactional-capable broker with
     auto-creation off), and removed afterwards."""
-    if not docker_ping():
+    if not engine_answers():
         pytest.skip(no_engine_reason(os.environ))
     before = set(our_containers())
     with kafka_container() as broker:
@@ -53,13 +53,14 @@ def test_container_kafka_round_trip(kafka_backend: KafkaBackend) -> None:
 
 
 def test_the_session_broker_is_a_container_where_an_engine_answers(
-    kafka_backend: KafkaBackend, kafka_bootstrap: str
+    kafka_backend: KafkaBackend, request: pytest.FixtureRequest
 ) -> None:
     """Where an engine answers and nothing forces another broker, the session's broker
     (every Kafka test of the run) is the container one."""
     if kafka_backend is not KafkaBackend.CONTAINER:
-        if docker_ping():
+        if engine_answers():
             pytest.skip(f"this session's broker is {kafka_backend.value} (chosen explicitly)")
         pytest.skip(no_engine_reason(os.environ))
+    bootstrap = request.getfixturevalue("kafka_bootstrap")
     assert our_containers(), "the session's broker container is running"
-    round_trip(kafka_bootstrap)
+    round_trip(bootstrap)
