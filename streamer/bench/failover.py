@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("individual", "region", "full")
+STRATEGIES = ("lossless", "individual", "region", "full")
+# "lossless" is individual with individual_recovery=lossless (DESIGN.md §9)
 JOIN_PARALLELISM = 8
 
 
@@ -56,9 +57,12 @@ def order_join_config(
     strategy: str, bootstrap: str, cluster: LocalCluster, topics: dict[str, str], out: str
 ) -> dict[str, Any]:
     """The order join's job settings, shared by this benchmark and the demo: join x8,
-    a checkpoint every second, an exactly-once sink."""
+    a checkpoint every second, an exactly-once sink. ``lossless``: ``individual`` with
+    ``individual_recovery=lossless``."""
+    lossless = {"individual_recovery": "lossless"} if strategy == "lossless" else {}
     return {
-        "strategy": strategy,
+        "strategy": "individual" if strategy == "lossless" else strategy,
+        **lossless,
         "bootstrap_servers": bootstrap,
         "checkpoint_interval": 1.0,
         "checkpoint_dir": str(cluster.work_dir / "checkpoints"),

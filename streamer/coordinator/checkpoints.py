@@ -334,7 +334,8 @@ class CheckpointCoordinator:
             task_json = source.path / own["dir"] / "task.json"
             with contextlib.suppress(OSError, orjson.JSONDecodeError):
                 meta_json = orjson.loads(task_json.read_bytes())
-                for key in ("operators", "writers"):  # writers: round-robin positions
+                # writers: round-robin positions; event_time: the watermark state
+                for key in ("operators", "writers", "event_time"):
                     if meta_json.get(key):
                         plan[key] = meta_json[key]
             uncommitted = self.committed.get(task, 0) < int(meta["checkpoint_id"])

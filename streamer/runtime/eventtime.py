@@ -275,6 +275,19 @@ class WatermarkCombiner:
     def n_channels(self) -> int:
         return len(self._wm)
 
+    def snapshot(self) -> dict[str, Any]:
+        """Per-channel watermarks and idleness, and the combined value (for a checkpoint:
+        a task restored from it emits the same watermarks as the one that took it)."""
+        return {"channels": list(self._wm), "idle": list(self._idle), "combined": self._combined}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Back to a snapshot of as many channels (every channel available again)."""
+        if len(state["channels"]) != len(self._wm):
+            return  # another parallelism: start over, as without a checkpoint
+        self._wm = [int(w) for w in state["channels"]]
+        self._idle = [bool(i) for i in state["idle"]]
+        self._combined = int(state["combined"])
+
     @property
     def current(self) -> int:
         return self._combined

@@ -156,6 +156,18 @@ class InputProcessor:
     def abort(self, checkpoint_id: int) -> None:
         self.aligner.abort(checkpoint_id)
 
+    def event_time_state(self) -> dict[str, Any]:
+        """What the task's event time is at a snapshot (see ``restore_event_time``)."""
+        output = None if self._watermarks is None else self._watermarks.current
+        return {**self.combiner.snapshot(), "output": output, "idle_sent": self._idle_sent}
+
+    def restore_event_time(self, state: dict[str, Any], watermarks: WatermarkOutput) -> None:
+        """Event time as the checkpoint had it: a restored task emits the same watermarks
+        at the same points as the attempt it replaces (a replay relies on that)."""
+        self.combiner.restore(state)
+        watermarks.current = state.get("output")
+        self._idle_sent = bool(state.get("idle_sent"))
+
     def checkpoint_complete(self, checkpoint_id: int) -> None:
         if self.ledger is not None:
             self.ledger.trim(checkpoint_id)

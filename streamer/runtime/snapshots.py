@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from netlayer.events import CheckpointBarrier
@@ -62,6 +62,7 @@ class TaskSnapshotter:
         operators: Sequence[ChainedOperator] = (),
         backend: KeyedStateBackend | None = None,
         sink: SinkOutput | None = None,
+        event_time: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.task = task
         self.attempt = attempt
@@ -71,6 +72,8 @@ class TaskSnapshotter:
         self.operators = operators
         self.backend = backend
         self.sink = sink
+        self.event_time = event_time
+        """The task's watermark state, saved with its snapshot (input tasks)."""
         self.taken = 0
         self.declined = 0
         self.aborted_up_to = 0
@@ -97,6 +100,8 @@ class TaskSnapshotter:
             meta["operators"] = operators
         if self.writers:  # where round robin goes next: a replay must route the same way
             meta["writers"] = [writer.position for writer in self.writers]
+        if self.event_time is not None:
+            meta["event_time"] = self.event_time()
         sink_epochs = None
         if self.sink is not None:
             pending = self.sink.on_barrier(checkpoint_id)

@@ -206,7 +206,10 @@ class Task:
             operators=self.chain.operators,
             backend=self.chain.backend,
             sink=self.commits.output,
+            event_time=None if self.inputs is None else self.inputs.event_time_state,
         )
+        if self.inputs is not None and restore.get("event_time"):
+            self.inputs.restore_event_time(restore["event_time"], self.watermarks)
         metrics.operators = self.chain.operators
         watermarks = self.watermarks
         metrics.watermark = lambda: watermarks.current

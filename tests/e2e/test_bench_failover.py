@@ -10,7 +10,8 @@ pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 
 
 @pytest.mark.parametrize(
-    ("strategy", "restarted"), [("individual", 1), ("region", 16), ("full", 16)]
+    ("strategy", "restarted"),
+    [("lossless", 1), ("individual", 1), ("region", 16), ("full", 16)],
 )
 def test_a_short_failover_run_measures_each_strategy(
     strategy: str, restarted: int, kafka_bootstrap: str
@@ -37,6 +38,6 @@ def test_a_short_failover_run_measures_each_strategy(
     if strategy == "individual":
         assert result["lost"] >= 0  # the killed task's key groups may lose records
     else:
-        assert result["lost"] == 0  # checkpoints and the exactly-once sink
+        assert result["lost"] == 0  # checkpoints and the exactly-once sink (or a replay)
     assert result["latency_s"]["p50"] is not None
     assert len(result["series"]["failed"]) == len(result["series"]["others_per_task"]) > 10
