@@ -108,7 +108,8 @@ class Stack:
         }
         self.bootstrap = f"127.0.0.1:{self.kafka_port}"
         self.client = CoordinatorClient(f"127.0.0.1:{self.rpc_port}")
-        self.v1 = compose[-1].endswith("docker-compose")
+        version = subprocess.run([*compose, "version"], capture_output=True, text=True, check=False)
+        self.v1 = "docker-compose version 1." in version.stdout
 
     def run(self, *args: str, timeout: float = 300) -> str:
         cmd = [*self.compose, "-p", self.project, "-f", str(COMPOSE_FILE), *args]
@@ -147,7 +148,8 @@ class Stack:
             return []
 
     def container(self, service: str) -> str:
-        return self.run("ps", "-q", service).strip()
+        """The id of ``service``'s container, running or not."""
+        return self.run("ps", "-a", "-q", service).strip()
 
     def docker(self, *args: str) -> str:
         cli = shutil.which("docker") or "docker"
@@ -290,6 +292,7 @@ def run_and_check(stack: Stack, topics: TopicFactory, strategy: str) -> None:
     out = topics.create(2)
     events = generate_events(ORDERS, seed=23, rate=RATE)
     oracle = expected_results(events)
+    victim = stack.container("worker2")
     job_id = stack.client.submit(
         "examples.order_join:job",
         {
@@ -314,7 +317,6 @@ def run_and_check(stack: Stack, topics: TopicFactory, strategy: str) -> None:
         feeder.start()
         stack.wait_for(job_id, lambda s: s["checkpoints"]["completed"] >= 3, "3 checkpoints")
 
-        victim = stack.container("worker2")
         stack.docker("kill", victim)  # SIGKILL: the worker and its task processes
         failed = sorted(t["task"] for t in before["tasks"] if t["host"] == "worker2")
         lost_worker = next(t["worker"] for t in before["tasks"] if t["host"] == "worker2")
@@ -354,7 +356,7 @@ def run_and_check(stack: Stack, topics: TopicFactory, strategy: str) -> None:
     finally:
         with contextlib.suppress(Exception):
             stack.client.cancel(job_id)
-        stack.docker("start", stack.container("worker2"))
+        stack.docker("start", victim)
         deadline = time.monotonic() + 60
         while len(stack.workers()) < 2 and time.monotonic() < deadline:
             time.sleep(0.5)
