@@ -281,7 +281,7 @@ def apt_install(packages: Sequence[str], *, log: IO[str]) -> str:
     """``apt-get install`` Debian's packages (``apt-get update`` and once more if that fails)."""
     started = time.monotonic()
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
+    cmd = ["apt-get", "install", "-y", "-q", *packages]  # with recommends, as tried
     print(f"installing {' '.join(packages)} with apt-get ...", file=log, flush=True)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
