@@ -198,6 +198,9 @@ class Engine:
         for child in children:  # the containerd it started, should it outlive a SIGKILL
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGKILL)
+        # dockerd leaves its bind mount of the host's network namespace behind
+        netns = RUN_DIR / "exec" / "netns" / "default"
+        subprocess.run(["umount", str(netns)], capture_output=True, check=False)
         self.proc = None
         note = " (waited for another run to finish with it)" if waited else ""
         return f"dockerd pid {pid} stopped by {how} in {time.monotonic() - started:.1f} s{note}"
