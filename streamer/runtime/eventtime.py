@@ -235,6 +235,23 @@ class SourceWatermarks:
         """The largest watermark `current` returned (`MIN_WATERMARK` before any)."""
         return self._emitted
 
+    def snapshot(self) -> dict[str, Any]:
+        """Per-partition maximum timestamps and what was emitted (for a checkpoint; idle
+        clocks are processing time and are not kept)."""
+        return {
+            "max_ts": [[p, part.generator.max_timestamp] for p, part in self._partitions.items()],
+            "emitted": self._emitted,
+            "idle": self._idle,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        for partition, max_ts in state.get("max_ts", []):
+            self.partition_added(partition)
+            if max_ts is not None:
+                self._partitions[partition].generator.on_event(int(max_ts))
+        self._emitted = int(state.get("emitted", MIN_WATERMARK))
+        self._idle = bool(state.get("idle", False))
+
     @property
     def idle(self) -> bool:
         """Whether the last `current`/`poll` found no active partition."""

@@ -156,6 +156,10 @@ class InputProcessor:
     def abort(self, checkpoint_id: int) -> None:
         self.aligner.abort(checkpoint_id)
 
+    def deduplicated(self) -> list[int]:
+        """Per channel: items dropped as re-emitted by a restarted producer (lossless)."""
+        return [] if self.ledger is None else self.ledger.deduplicated()
+
     def event_time_state(self) -> dict[str, Any]:
         """What the task's event time is at a snapshot (see ``restore_event_time``)."""
         output = None if self._watermarks is None else self._watermarks.current

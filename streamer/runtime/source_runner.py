@@ -8,6 +8,17 @@ then the task's snapshot (which sends the barrier). When a checkpoint completes
 it commits those positions to Kafka (for lag monitoring only: recovery uses the
 checkpoint).
 
+Lossless single-task recovery (``runtime.causal``): the order of a source's
+output depends on how its polls interleave its partitions and on where the
+coordinator's checkpoint triggers fall between batches. With a causal log on, it
+emits a determinant before each batch (``["s", [[partition, n], ...]]``, runs of
+partitions in emission order) and before each checkpoint barrier (``["b", id]``);
+a restarted attempt seeks to the restored checkpoint's offsets and replays that
+log: it polls into per-partition buffers and emits exactly the logged runs, takes
+the logged (aborted) checkpoints at the same points, then emits what is left in
+its buffers as its first live batch (so the positions a live checkpoint stores are
+those of emitted records) and goes on live.
+
 Threading: the loop, except the blocking Kafka consumer calls, which run on one
 dedicated thread (the consumer is only touched there).
 """
@@ -16,11 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
 from streamer.connectors import KafkaSource
+from streamer.connectors.source import SourceRecord
+from streamer.runtime.causal import DET, ReplayDiverged
 from streamer.runtime.chain import Head
 from streamer.runtime.eventtime import IDLE_WATERMARK, SourceWatermarks
 from streamer.runtime.outputs import SinkOutput, WriterOutput
@@ -35,6 +50,17 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _runs(batch: list[SourceRecord]) -> list[list[int]]:
+    """``[[partition, n], ...]``: the batch's partitions in emission order, run-length coded."""
+    runs: list[list[int]] = []
+    for rec in batch:
+        if runs and runs[-1][0] == rec.partition:
+            runs[-1][1] += 1
+        else:
+            runs.append([rec.partition, 1])
+    return runs
+
+
 class SourceRunner:
     def __init__(self, ctx: TaskContext, counters: Counters) -> None:
         self.ctx = ctx
@@ -44,6 +70,24 @@ class SourceRunner:
         self.marks: SourceWatermarks | None = None
         self._triggers: list[int] = []
         self._positions_at: dict[int, dict[str, Any]] = {}
+        self._broadcast: Callable[[Any], None] | None = None
+        self._replay: deque[list[Any]] = deque()
+        self._buffers: dict[int, deque[SourceRecord]] = {}
+
+    def enable_causal_log(
+        self, broadcast: Callable[[Any], None] | None, replay: list[Any] | None
+    ) -> None:
+        """Emit determinants through ``broadcast`` (None: no consumers) and replay
+        ``replay`` (a log collected from the consumers) first."""
+        self._broadcast = broadcast
+        self._replay = deque(list(d) for d in replay or ())
+
+    def event_time_state(self) -> dict[str, Any]:
+        return {} if self.marks is None else {"source": self.marks.snapshot()}
+
+    def restore_event_time(self, state: dict[str, Any]) -> None:
+        if self.marks is not None and state.get("source"):
+            self.marks.restore(state["source"])
 
     def open(self, op_config: dict[str, Any], snapshot: dict[str, Any] | None) -> None:
         """Open the source (seeking to ``snapshot``'s positions when restoring)."""
@@ -105,10 +149,22 @@ class SourceRunner:
         marks = self.marks
         counters = self.counters
         batch_size = int(self.ctx.config.get("source_batch", 500))
+        broadcast = self._broadcast
         while True:
-            batch = await loop.run_in_executor(
-                self.kafka_thread, source.poll_batch, batch_size, 0.05
-            )
+            if self._replay:
+                entry = self._replay.popleft()
+                if entry[0] == "b":  # a (since aborted) checkpoint was taken here
+                    await self._checkpoint(int(entry[1]), snapshotter)
+                    continue
+                batch = await self._replayed(entry[1], batch_size)
+            elif self._buffers:
+                batch = self._drain_buffers()  # the first live batch after a replay
+            else:
+                batch = await loop.run_in_executor(
+                    self.kafka_thread, source.poll_batch, batch_size, 0.05
+                )
+            if batch and broadcast is not None:
+                broadcast({DET: ["s", _runs(batch)]})
             for rec in batch:
                 value = rec.value
                 ts = rec.timestamp if assigner is None else assigner(value)
@@ -124,16 +180,46 @@ class SourceRunner:
                     watermarks.advance(wm)
             if output.waits:
                 await output.drain()
-            while self._triggers:
+            while self._triggers and not self._replay and not self._buffers:
                 await self._checkpoint(self._triggers.pop(0), snapshotter)
-            if not batch:
+            if not batch and not self._replay:
                 commits.maybe_commit()
                 if source.finished:
                     return
 
+    async def _replayed(self, runs: list[list[int]], batch_size: int) -> list[SourceRecord]:
+        """The logged batch: ``runs`` of records per partition, polled into buffers."""
+        assert self.source is not None
+        loop = asyncio.get_running_loop()
+        need: dict[int, int] = {}
+        for partition, n in runs:
+            need[partition] = need.get(partition, 0) + n
+        deadline = time.monotonic() + 30.0
+        while any(len(self._buffers.get(p, ())) < n for p, n in need.items()):
+            if time.monotonic() > deadline:
+                raise ReplayDiverged(
+                    "cannot replay from checkpoint: the source's logged records did not "
+                    f"come back within 30 s (needed {need})"
+                )
+            polled = await loop.run_in_executor(
+                self.kafka_thread, self.source.poll_batch, batch_size, 0.05
+            )
+            for rec in polled:
+                self._buffers.setdefault(rec.partition, deque()).append(rec)
+        batch = [self._buffers[p].popleft() for p, n in runs for _ in range(n)]
+        self._buffers = {p: b for p, b in self._buffers.items() if b}
+        return batch
+
+    def _drain_buffers(self) -> list[SourceRecord]:
+        batch = [rec for buffered in self._buffers.values() for rec in buffered]
+        self._buffers = {}
+        return batch
+
     async def _checkpoint(self, checkpoint_id: int, snapshotter: TaskSnapshotter) -> None:
         """Snapshot the positions after the last emitted record, then the task's state."""
         assert self.source is not None
+        if self._broadcast is not None:
+            self._broadcast({DET: ["b", checkpoint_id]})
         loop = asyncio.get_running_loop()
         positions = await loop.run_in_executor(self.kafka_thread, self.source.snapshot)
         self._positions_at[checkpoint_id] = positions

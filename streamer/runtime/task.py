@@ -188,10 +188,8 @@ class Task:
         self.inputs = control.inputs = await InputProcessor.open(ctx, plan, self.counters)
         if self.inputs is not None:
             metrics.gate = self.inputs.gate
-            if ctx.config.get("individual_recovery") == "lossless":
-                broadcast = self.outputs.broadcast_record if self.outputs.writers else None
-                self.inputs.enable_causal_log(broadcast, restore.get("determinants"))
-                metrics.deduplicated = self.inputs.ledger.deduplicated  # type: ignore[union-attr]
+        if ctx.config.get("individual_recovery") == "lossless":
+            self._enable_causal_log(restore.get("determinants"))
         if self.output is None:
             raise RuntimeError(f"vertex {ctx.vertex.vertex_id} has no output")
         self.chain = build_task_chain(ctx, self.output, restore)
@@ -206,13 +204,30 @@ class Task:
             operators=self.chain.operators,
             backend=self.chain.backend,
             sink=self.commits.output,
-            event_time=None if self.inputs is None else self.inputs.event_time_state,
+            event_time=self._event_time_state,
         )
-        if self.inputs is not None and restore.get("event_time"):
-            self.inputs.restore_event_time(restore["event_time"], self.watermarks)
+        if restore.get("event_time"):
+            if self.inputs is not None:
+                self.inputs.restore_event_time(restore["event_time"], self.watermarks)
+            elif self.source is not None:
+                self.source.restore_event_time(restore["event_time"])
         metrics.operators = self.chain.operators
         watermarks = self.watermarks
         metrics.watermark = lambda: watermarks.current
+
+    def _enable_causal_log(self, replay: list[Any] | None) -> None:
+        """Lossless recovery: determinants to the consumers; a restarted attempt replays."""
+        broadcast = self.outputs.broadcast_record if self.outputs.writers else None
+        if self.inputs is not None:
+            self.inputs.enable_causal_log(broadcast, replay)
+            self.metric_sources.deduplicated = self.inputs.deduplicated
+        elif self.source is not None:
+            self.source.enable_causal_log(broadcast, replay)
+
+    def _event_time_state(self) -> dict[str, Any]:
+        if self.inputs is not None:
+            return self.inputs.event_time_state()
+        return {} if self.source is None else self.source.event_time_state()
 
     # ---------------------------------------------------------------- metrics
     def metrics(self) -> dict[str, Any]:

@@ -1,8 +1,8 @@
-"""Lossless single-task recovery (``individual_recovery=lossless``, DESIGN.md §9), first part:
+"""Lossless single-task recovery (``individual_recovery=lossless``, DESIGN.md §9):
 producers retain what they sent since the last completed checkpoint and replay it to
-a restarted consumer, so a killed exactly-once sink recovers **alone and exactly**.
-A task with downstream consumers still restarts its region (until determinants and
-deduplication exist), and the failover record says why; the output stays exact.
+a restarted task, which re-executes in the order its determinants (collected from its
+consumers) record, while the consumers drop what it re-emits. Sinks, counters and
+sources each recover **alone and exactly**; a worker kill ends exact too.
 
 The job is ``examples.keyed_count`` (events x2 -hash-> count x4 -rebalance-> sink x2,
 RocksDB state, checkpoints every 0.5 s, exactly-once sink); a read-committed checker
@@ -134,21 +134,29 @@ def test_killed_counters_recover_alone_and_exactly(
     exact_output(kafka_bootstrap, out, produced)
 
 
-def test_a_source_restarts_its_region_and_says_why(
+def test_killed_sources_recover_alone_and_exactly(
     cluster: LocalCluster, kafka_bootstrap: str, kafka_topics: TopicFactory
 ) -> None:
+    """A source's partition interleaving and checkpoint positions are logged: its new
+    attempt re-reads Kafka from the checkpoint in the logged order."""
     job_id, src, out = submit(cluster, kafka_bootstrap, kafka_topics)
     feeder = EventFeeder(kafka_bootstrap, src, rate=300, keys=32).start()
-    more_checkpoints(cluster, job_id, 2)
-    cluster.kill_task(job_id, "events#1")
-    status = cluster.wait_for(job_id, recovered(1), what="region restart")
-    rec = status["failovers"][0]
-    assert rec["fell_back"] and "source" in rec["fallback_reason"], rec
-    assert rec["tasks_restarted"] == ALL_TASKS  # keyed: the region is the whole job
+    for n, victim in enumerate(["events#1", "events#0", "events#1"], start=1):
+        more_checkpoints(cluster, job_id, 2)
+        cluster.kill_task(job_id, victim)
+        status = cluster.wait_for(job_id, recovered(n), what=f"recovery of {victim}")
+        rec = status["failovers"][n - 1]
+        assert rec["tasks_restarted"] == [victim] and not rec["fell_back"], rec
+        assert rec["records_dropped"] == 0, rec
     more_checkpoints(cluster, job_id, 2)
     produced = feeder.stop()
     time.sleep(1.0)
     more_checkpoints(cluster, job_id, 2)
+    status = cluster.status(job_id)
+    expected = {"events#0": 1, "events#1": 2}
+    assert {t["task"]: t["attempt"] for t in status["tasks"]} == {
+        t: expected.get(t, 0) for t in ALL_TASKS
+    }
     exact_output(kafka_bootstrap, out, produced)
 
 

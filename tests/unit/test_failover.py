@@ -135,21 +135,23 @@ def test_lossy_individual_plans_the_failed_task_alone() -> None:
     )
 
 
-def test_lossless_individual_replays_alone_but_restarts_the_region_of_a_source() -> None:
+def test_lossless_individual_replays_alone_but_not_an_idle_timed_source() -> None:
     from streamer.coordinator.failover import FailoverHandler, Recovery
 
     eg = keyed_job()
     handler = FailoverHandler(eg, {"strategy": "individual", "individual_recovery": "lossless"})
-    for n, task in enumerate(["sink#0", "mid#1"]):
+    for n, task in enumerate(["sink#0", "mid#1", "src#0"]):
         plan = handler.plan(T(task), "killed", float(n), 3)
         assert (plan.recovery, plan.tasks, plan.lossless) == (
             Recovery.INDIVIDUAL,
             frozenset({T(task)}),
             True,
         )
-    src = handler.plan(T("src#0"), "killed", 2.0, 3)
-    assert src.recovery == Recovery.RESTART and src.tasks == frozenset(eg.tasks)
-    assert src.fallback_reason is not None and "source" in src.fallback_reason
+    idle = FailoverHandler(
+        eg, {"strategy": "individual", "individual_recovery": "lossless", "idle_timeout_ms": 50}
+    ).plan(T("src#0"), "killed", 2.0, 3)
+    assert idle.recovery == Recovery.RESTART and idle.tasks == frozenset(eg.tasks)
+    assert idle.fallback_reason is not None and "idle_timeout_ms" in idle.fallback_reason
     first = handler.plan(T("sink#1"), "killed", 3.0, 0)
     assert first.recovery == Recovery.RESTART
     assert first.fallback_reason is not None and "no completed checkpoint" in first.fallback_reason

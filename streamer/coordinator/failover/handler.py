@@ -9,13 +9,14 @@ is ``UNRECOVERABLE`` (a restart limit was reached; ``reason`` says which). The
 
 Lossless single-task recovery (``individual_recovery=lossless``, DESIGN.md §9):
 the new attempt restores the last completed checkpoint, its producers replay
-what they retained since that checkpoint's barrier, it re-executes in the order
-its determinants record (collected from its consumers), and its consumers drop
-what they already had. A sink needs no determinants (its open transaction is
-fenced and rewritten from the replay). A source (its partition order is not
-logged yet), a failure without a completed checkpoint to replay from, and a
-failed replay restart the task's pipelined region instead: the plan says so in
-``fallback_reason``, and nothing is lost.
+what they retained since that checkpoint's barrier (a source re-reads Kafka from
+its offsets), it re-executes in the order its determinants record (collected
+from its consumers), and its consumers drop what they already had. A sink needs
+no determinants (its open transaction is fenced and rewritten from the replay).
+A source with processing-time idleness (``idle_timeout_ms``), a failure without
+a completed checkpoint to replay from, and a failed replay restart the task's
+pipelined region instead: the plan says so in ``fallback_reason``, and nothing
+is lost.
 
 Threading: the coordinator's loop only (the backoff counts failures).
 """
@@ -56,6 +57,7 @@ class FailoverHandler:
     def __init__(self, eg: ExecutionGraph, config: dict[str, Any]) -> None:
         self.eg = eg
         self.lossless = config.get("individual_recovery", "lossy") == "lossless"
+        self.idle_timeout = config.get("idle_timeout_ms") is not None
         self.strategy = make_strategy(config.get("strategy", "individual"), eg)
         self.backoff = RestartBackoff(
             max_failures_per_task=int(config.get("max_failures_per_task", 5)),
@@ -98,10 +100,10 @@ class FailoverHandler:
             return f"replay failed ({cause}): lossless recovery restarts the region"
         if last_checkpoint <= 0:
             return "no completed checkpoint to replay from: lossless recovery restarts the region"
-        if self.eg.vertex_of(failed).operators[0].kind == "kafka_source":
+        if self.idle_timeout and self.eg.vertex_of(failed).operators[0].kind == "kafka_source":
             return (
-                "lossless single-task recovery of a source needs the determinants of its "
-                "partition order (not built yet): restarting its region"
+                "a source with idle_timeout_ms (processing-time idleness) cannot be "
+                "re-executed exactly: restarting its region"
             )
         return None
 
