@@ -146,6 +146,13 @@ class ResultPartition:
             lossless=lossless,
         )
 
+    def restored_from(self, checkpoint_id: int) -> None:
+        """This attempt restored checkpoint ``checkpoint_id`` (call before it emits): a
+        consumer may ask each retaining subpartition for a replay from that checkpoint."""
+        for sp in self.subpartitions:
+            if sp.retention is not None:
+                sp.retention.mark_restored(checkpoint_id)
+
     def trim_barrier_marks(self, completed_checkpoint_id: int) -> None:
         """Checkpoint ``completed_checkpoint_id`` completed: every subpartition forgets
         older marks and releases what it retained up to that checkpoint's barrier."""

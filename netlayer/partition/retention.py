@@ -208,6 +208,11 @@ class RetentionStore:
         if budget.memory_bytes > budget.max_bytes:
             budget._relieve()
 
+    def mark_restored(self, checkpoint_id: int) -> None:
+        """The producing attempt restored ``checkpoint_id``: everything it appends from
+        here follows that checkpoint's barrier, so a replay from it starts here."""
+        self._on_barrier(checkpoint_id)
+
     def _on_barrier(self, checkpoint_id: int) -> None:
         self.marks[checkpoint_id] = self.end
         pending = self._pending_trim

@@ -11,8 +11,10 @@ longest log among a failed task's consumers covers everything any of them saw.
 
 Producer side (`DeterminantLog`): emits a determinant per batch and, for a
 restarted attempt, replays a recorded log: the input processor takes exactly
-the logged batches in the logged order (from producers that replay what they
-retained since the restored checkpoint), then runs live. The rebalance
+the logged number of items from the logged channel, in the logged order (from
+producers that replay what they retained since the restored checkpoint; item by
+item, as a producer's frames need not split the same way across its attempts),
+then runs live. The rebalance
 writers' positions are part of the checkpoint, so the same input gives the same
 outputs on the same channels.
 
@@ -55,8 +57,13 @@ class _Channel:
 class CausalLedger:
     """The consumer side: positions, barrier marks, determinants and dedup per channel."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, restored_from: int | None = None) -> None:
+        """``restored_from``: the checkpoint this attempt restored; every channel's
+        input (replayed, or a restored producer's) starts right after its barrier."""
         self.channels = [_Channel() for _ in range(channels)]
+        if restored_from is not None:
+            for ch in self.channels:
+                ch.marks[restored_from] = 0
 
     def take(self, channel: int, items: list[Any]) -> list[Any]:
         """``items`` of one batch from ``channel``, minus the duplicates still to skip."""
@@ -143,14 +150,17 @@ class DeterminantLog:
         return self._next < len(self._replay)
 
     def expected(self) -> list[int]:
-        """The next logged batch ``[channel, items]`` (only while ``replaying``)."""
+        """The next logged batch ``[channel, items]`` (only while ``replaying``); an
+        ``items`` of `UNAVAILABLE` marks where a producer of the old attempt failed."""
+        return self._replay[self._next]
+
+    def replay_unavailable(self) -> None:
+        """The logged producer failure: nothing to take (the replayed input of that
+        channel runs on seamlessly, as the producer's new attempt re-emitted it
+        exactly), but its determinant is emitted again, as the old attempt did."""
         det = self._replay[self._next]
-        if det[1] == UNAVAILABLE:
-            raise ReplayDiverged(
-                "cannot replay from checkpoint: a producer failed during the logged "
-                "interval (an UnavailableEvent is not replayable)"
-            )
-        return det
+        self._next += 1
+        self._broadcast({DET: det})
 
     def record(self, channel: int, items: int) -> None:
         """Log the batch about to be processed (and check it against the replay)."""

@@ -72,14 +72,19 @@ class InputProcessor:
         """Lossless mode: positions, barrier marks, determinants, dedup per channel."""
         self.dets: DeterminantLog | None = None
         """Lossless mode with outputs: the determinant of every batch, and a replay."""
-        self._stash: list[deque[list[Any]]] = [deque() for _ in gate.channels]
+        self._stash: list[deque[Any]] = [deque() for _ in gate.channels]
 
     def enable_causal_log(
-        self, broadcast: Callable[[Any], None] | None, replay: list[Any] | None
+        self,
+        broadcast: Callable[[Any], None] | None,
+        replay: list[Any] | None,
+        restored_from: int | None = None,
     ) -> None:
         """Lossless single-task recovery (``runtime.causal``): keep the ledger and, when
-        the task has outputs (``broadcast``), emit determinants, replaying ``replay``."""
-        self.ledger = CausalLedger(len(self.gate.channels))
+        the task has outputs (``broadcast``), emit determinants, replaying ``replay``.
+        ``restored_from``: the checkpoint this attempt restored (its input starts after
+        that barrier on every channel)."""
+        self.ledger = CausalLedger(len(self.gate.channels), restored_from)
         if broadcast is not None:
             self.dets = DeterminantLog(broadcast, replay)
         elif replay:
@@ -237,20 +242,29 @@ class InputProcessor:
             commits.maybe_commit()
 
     async def _next_batch(self) -> tuple[int, list[Any]] | None:
-        """Lossless mode: the logged batch while a replay runs (other channels' batches
-        wait in a stash), then stashed batches of unblocked channels, then the gate."""
+        """Lossless mode: while a replay runs, the logged number of items of the logged
+        channel (other items wait in a per-channel stash); then stashed items of
+        unblocked channels (an event alone, records up to the next event); then the
+        gate."""
         dets, stash = self.dets, self._stash
-        if dets is not None and dets.replaying:
-            channel, _items = dets.expected()
-            while not stash[channel]:
+        while dets is not None and dets.replaying:
+            channel, n = dets.expected()
+            if n == UNAVAILABLE:
+                dets.replay_unavailable()
+                continue
+            while len(stash[channel]) < n:
                 batch = await self.gate.next_batch()
                 if batch is None:
                     raise ReplayDiverged("cannot replay from checkpoint: the input ended")
-                stash[batch[0]].append(batch[1])
-            return channel, stash[channel].popleft()
-        for channel, batches in enumerate(stash):
-            if batches and not self.gate.channels[channel].is_blocked:
-                return channel, batches.popleft()
+                if any(item.__class__ is UnavailableEvent for item in batch[1]):
+                    raise ReplayDiverged(
+                        "cannot replay from checkpoint: a producer failed during the replay"
+                    )
+                stash[batch[0]].extend(batch[1])
+            return channel, [stash[channel].popleft() for _ in range(n)]
+        for channel, items in enumerate(stash):
+            if items and not self.gate.channels[channel].is_blocked:
+                return channel, _next_run(items)
         return await self.gate.next_batch()
 
     def _on_event(self, channel: int, event: Any) -> None:
@@ -291,3 +305,14 @@ class InputProcessor:
 
     async def close(self) -> None:
         await self.gate.close()
+
+
+def _next_run(items: deque[Any]) -> list[Any]:
+    """The next batch a stash hands out: one event alone, or the records up to the next
+    event (as the gate would: a barrier must block its channel before what follows)."""
+    if items[0].__class__ is not list:
+        return [items.popleft()]
+    run = []
+    while items and items[0].__class__ is list:
+        run.append(items.popleft())
+    return run

@@ -97,9 +97,15 @@ class NetworkOutputs:
         self.output = WriterOutput(writers)
 
     def restore(self, restore: dict[str, Any]) -> None:
-        """Round-robin positions of the restored checkpoint (a replay routes the same way)."""
+        """Round-robin positions of the restored checkpoint (a replay routes the same way);
+        what this attempt emits follows that checkpoint's barrier (a consumer restarted
+        later may ask for a replay from it)."""
         for writer, position in zip(self.writers, restore.get("writers") or (), strict=False):
             writer.position = position
+        checkpoint_id = restore.get("checkpoint_id")
+        if checkpoint_id is not None:
+            for partition in self.partitions.values():
+                partition.restored_from(int(checkpoint_id))
 
     def broadcast_record(self, record: Any) -> None:
         """``record`` to every consumer of every output, in order with the data."""

@@ -189,7 +189,7 @@ class Task:
         if self.inputs is not None:
             metrics.gate = self.inputs.gate
         if ctx.config.get("individual_recovery") == "lossless":
-            self._enable_causal_log(restore.get("determinants"))
+            self._enable_causal_log(restore.get("determinants"), restore.get("checkpoint_id"))
         if self.output is None:
             raise RuntimeError(f"vertex {ctx.vertex.vertex_id} has no output")
         self.chain = build_task_chain(ctx, self.output, restore)
@@ -215,11 +215,11 @@ class Task:
         watermarks = self.watermarks
         metrics.watermark = lambda: watermarks.current
 
-    def _enable_causal_log(self, replay: list[Any] | None) -> None:
+    def _enable_causal_log(self, replay: list[Any] | None, restored_from: int | None) -> None:
         """Lossless recovery: determinants to the consumers; a restarted attempt replays."""
         broadcast = self.outputs.broadcast_record if self.outputs.writers else None
         if self.inputs is not None:
-            self.inputs.enable_causal_log(broadcast, replay)
+            self.inputs.enable_causal_log(broadcast, replay, restored_from)
             self.metric_sources.deduplicated = self.inputs.deduplicated
         elif self.source is not None:
             self.source.enable_causal_log(broadcast, replay)

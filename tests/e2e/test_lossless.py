@@ -185,3 +185,37 @@ def test_a_killed_worker_ends_with_exact_output(
     time.sleep(1.0)
     more_checkpoints(cluster, job_id, 2)
     exact_output(kafka_bootstrap, out, produced)
+
+
+def test_rapid_kills_of_every_kind_of_task_end_with_exact_output(
+    cluster: LocalCluster, kafka_bootstrap: str, kafka_topics: TopicFactory
+) -> None:
+    """16 SIGKILLs of sources, counters and sinks 0.5-2 s apart, overlapping recoveries
+    included: every failover ends, and the committed output is exactly once."""
+    import random
+
+    job_id, src, out = submit(cluster, kafka_bootstrap, kafka_topics)
+    feeder = EventFeeder(kafka_bootstrap, src, rate=300, keys=32).start()
+    more_checkpoints(cluster, job_id, 2)
+    rng = random.Random(21)
+    killed = []
+    for _ in range(16):
+        victim = rng.choice(ALL_TASKS)
+        cluster.kill_task(job_id, victim)
+        killed.append(victim)
+        time.sleep(rng.uniform(0.5, 2.0))
+    status = cluster.wait_for(
+        job_id,
+        lambda s: (
+            all(f["status"] in ("done", "superseded") for f in s["failovers"]) and all_running(s)
+        ),
+        timeout=120,
+        what="quiet after the kills",
+    )
+    records = status["failovers"]
+    assert {r["task"] for r in records} <= set(killed)
+    more_checkpoints(cluster, job_id, 2)
+    produced = feeder.stop()
+    time.sleep(1.0)
+    more_checkpoints(cluster, job_id, 2)
+    exact_output(kafka_bootstrap, out, produced)

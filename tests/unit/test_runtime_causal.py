@@ -171,10 +171,29 @@ def test_trim_keeps_the_completed_barrier_and_what_follows() -> None:
     assert ledger.since(0, 2) == (3, [[0, 3], [0, 9]])
 
 
-def test_an_unavailable_producer_in_the_log_is_not_replayable() -> None:
-    log = DeterminantLog(lambda _r: None, replay=[[0, -1]])
-    with pytest.raises(ReplayDiverged, match="UnavailableEvent"):
-        log.expected()
+def test_a_logged_producer_failure_replays_as_its_determinant_alone() -> None:
+    """The old attempt took part of a channel, lost its producer, and took the rest from
+    the producer's new attempt (which re-emitted exactly): the replay takes the same
+    items item by item, whatever the frames, and emits the failure's determinant too."""
+    emitted: list[Any] = []
+    log = DeterminantLog(emitted.append, replay=[[0, 2], [0, -1], [0, 3]])
+    assert log.expected() == [0, 2]
+    log.record(0, 2)
+    assert log.expected() == [0, -1]
+    log.replay_unavailable()
+    assert log.expected() == [0, 3]
+    log.record(0, 3)
+    assert not log.replaying
+    assert emitted == [{DET: [0, 2]}, {DET: [0, -1]}, {DET: [0, 3]}]
+
+
+def test_a_replay_takes_items_across_frame_boundaries() -> None:
+    per_channel = channel_batches(3)
+    original = run(interleave(per_channel, 3))
+    log = [orjson.loads(e)[DET] for e in original if e.startswith(b'{"d"')]
+    # the producers' new frames split the same items differently: one big batch each
+    merged = [(c, [item for batch in per_channel[c] for item in batch]) for c in (1, 0)]
+    assert run(merged, replay=log) == original
 
 
 def test_the_watermark_state_survives_a_checkpoint() -> None:
