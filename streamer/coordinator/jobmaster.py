@@ -102,6 +102,12 @@ class JobMaster:
         )
         task_config = {k: config[k] for k in TASK_SETTINGS if k in config}
         task_config["checkpoint_dir"] = str(root)
+        # tasks retain and log determinants only for lossless single-task recovery
+        task_config["individual_recovery"] = (
+            "lossless"
+            if self.handler.lossless and (self.handler.strategy_name == "individual")
+            else "off"
+        )
         self.scheduler = Scheduler(
             job_id,
             job_ref,

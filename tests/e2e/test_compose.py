@@ -297,6 +297,7 @@ def run_and_check(stack: Stack, topics: TopicFactory, strategy: str) -> None:
         "examples.order_join:job",
         {
             "strategy": strategy,
+            "individual_recovery": "lossy",  # the checks below are the lossy protocol's
             "bootstrap_servers": "kafka:9092",  # as the containers reach it
             "checkpoint_interval": 0.4,
             "metrics_interval": 0.5,

@@ -33,6 +33,7 @@ def submit(
         "examples.keyed_count:job",
         {
             "strategy": strategy,
+            "individual_recovery": "lossy",  # `individual` here means ByteDance's lossy mode
             "bootstrap_servers": bootstrap,
             "metrics_interval": 0.5,
             "checkpoint_interval": 0.5,

@@ -34,6 +34,7 @@ ALL_TASKS = sorted(
 def config(bootstrap: str, strategy: str, params: dict[str, str], **extra: Any) -> dict[str, Any]:
     return {
         "strategy": strategy,
+        "individual_recovery": "lossy",  # these tests are about ByteDance's lossy protocol
         "bootstrap_servers": bootstrap,
         "metrics_interval": 0.5,
         "params": params,

@@ -42,6 +42,7 @@ def submit(
         job,
         {
             "strategy": strategy,
+            "individual_recovery": "lossy",  # the faults were found in the lossy protocol
             "bootstrap_servers": bootstrap,
             "metrics_interval": 0.5,
             "checkpoint_interval": 0.5,

@@ -61,7 +61,7 @@ def test_join_matches_the_oracle_across_a_restart(
         "examples.order_join:job",
         {
             "strategy": "individual" if strategy == "lossless" else strategy,
-            **({"individual_recovery": "lossless"} if strategy == "lossless" else {}),
+            "individual_recovery": "lossless" if strategy == "lossless" else "lossy",
             "bootstrap_servers": kafka_bootstrap,
             "checkpoint_interval": 0.4,
             "checkpoint_dir": str(cluster.work_dir / "checkpoints"),

@@ -126,7 +126,11 @@ def test_bad_backoff_settings() -> None:
 def test_lossy_individual_plans_the_failed_task_alone() -> None:
     from streamer.coordinator.failover import FailoverHandler, Recovery
 
+    lossy = {"strategy": "individual", "individual_recovery": "lossy", "checkpoint_interval": 1}
+    assert not FailoverHandler(keyed_job(), lossy).lossless
+
     eg = keyed_job()
+    # lossy: chosen, or without checkpoints (nothing to replay from)
     plan = FailoverHandler(eg, {"strategy": "individual"}).plan(T("mid#1"), "killed", 0.0, 3)
     assert (plan.recovery, plan.tasks, plan.lossless) == (
         Recovery.INDIVIDUAL,
@@ -139,7 +143,10 @@ def test_lossless_individual_replays_alone_but_not_an_idle_timed_source() -> Non
     from streamer.coordinator.failover import FailoverHandler, Recovery
 
     eg = keyed_job()
-    handler = FailoverHandler(eg, {"strategy": "individual", "individual_recovery": "lossless"})
+    handler = FailoverHandler(
+        eg,
+        {"strategy": "individual", "checkpoint_interval": 1.0},  # lossless: the default
+    )
     for n, task in enumerate(["sink#0", "mid#1", "src#0"]):
         plan = handler.plan(T(task), "killed", float(n), 3)
         assert (plan.recovery, plan.tasks, plan.lossless) == (
@@ -148,7 +155,7 @@ def test_lossless_individual_replays_alone_but_not_an_idle_timed_source() -> Non
             True,
         )
     idle = FailoverHandler(
-        eg, {"strategy": "individual", "individual_recovery": "lossless", "idle_timeout_ms": 50}
+        eg, {"strategy": "individual", "checkpoint_interval": 1.0, "idle_timeout_ms": 50}
     ).plan(T("src#0"), "killed", 2.0, 3)
     assert idle.recovery == Recovery.RESTART and idle.tasks == frozenset(eg.tasks)
     assert idle.fallback_reason is not None and "idle_timeout_ms" in idle.fallback_reason

@@ -56,7 +56,11 @@ class FailoverHandler:
 
     def __init__(self, eg: ExecutionGraph, config: dict[str, Any]) -> None:
         self.eg = eg
-        self.lossless = config.get("individual_recovery", "lossy") == "lossless"
+        # lossless needs checkpoints to replay from: without them, ByteDance's lossy mode
+        self.lossless = (
+            config.get("individual_recovery", "lossless") == "lossless"
+            and config.get("checkpoint_interval") is not None
+        )
         self.idle_timeout = config.get("idle_timeout_ms") is not None
         self.strategy = make_strategy(config.get("strategy", "individual"), eg)
         self.backoff = RestartBackoff(
