@@ -78,6 +78,7 @@ from typing import Any
 
 import orjson
 
+import streamer
 from bench.scale_sim import Latencies, SimCluster, SimJobMaster, SimulatedWorker
 from streamer.api import StreamEnvironment, load_job
 from streamer.bench.machine import machine_info
@@ -108,6 +109,7 @@ def _ts(record: Mapping[str, Any]) -> int:
     return int(record["ts"])
 
 
+@streamer.job
 def job(params: Mapping[str, Any]) -> StreamEnvironment:
     """3 sources x P/8 -hash-> join x P -rebalance-> sink x P/8 (param ``parallelism``: P)."""
     p = int(params.get("parallelism", 64))

@@ -23,6 +23,7 @@ import sys
 import time
 from typing import Any
 
+import streamer
 from streamer.api import StreamEnvironment
 from streamer.runtime.operators import ProcessContext
 
@@ -51,6 +52,7 @@ def make_counter(fail_on: str | None) -> Any:
     return count
 
 
+@streamer.job
 def job(params: dict[str, Any]) -> StreamEnvironment:
     env = StreamEnvironment("keyed-count", default_parallelism=2)
     (

@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import streamer
 from streamer.api import StreamEnvironment
 
 LOWER_MS = 0
@@ -57,6 +58,7 @@ def order_status(
     }
 
 
+@streamer.job
 def job(params: dict[str, Any]) -> StreamEnvironment:
     """Parameters: ``orders``, ``payments``, ``shipments``, ``out`` (topic names),
     ``sources`` (source parallelism, 2), ``parallelism`` (join, 8), ``sinks`` (2),

@@ -8,6 +8,7 @@ import logging
 import signal
 from typing import Any
 
+from streamer.api.loader import drop_working_directory_from_path
 from streamer.coordinator.coordinator import Coordinator, write_ready_file
 
 
@@ -21,6 +22,10 @@ def add_arguments(parser: Any) -> None:
 
 
 def run_coordinator(args: Any) -> int:
+    # job modules come from PYTHONPATH or an installed package, never from where
+    # the coordinator happened to be started (`python -m` puts that first on sys.path)
+    drop_working_directory_from_path()
+
     async def go() -> None:
         coordinator = Coordinator(
             args.host,

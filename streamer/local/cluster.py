@@ -11,6 +11,11 @@ users' own tests (``streamer.testing.cluster`` re-exports it)::
 Every process is started here and stopped by the pid recorded here (SIGTERM,
 then SIGKILL), never by name; task processes die with their worker.
 
+``cwd`` (default: the current directory) is the project the jobs come from: the
+processes run there with ``cwd`` first on their ``PYTHONPATH``, so references such
+as ``examples.keyed_count:job`` import from it. They are started with ``python -P``
+and put nothing else on ``sys.path`` (see `streamer.api.loader`).
+
 ``env`` adds variables to the environment of the coordinator and worker processes
 (task processes inherit their worker's), e.g. ``{"STREAMER_FAULT_HOOKS": ...}`` for
 a test's fault injection; it overrides this process's variables of the same name.
@@ -78,7 +83,7 @@ class LocalCluster:
         )
         try:
             return subprocess.Popen(
-                [sys.executable, *args],
+                [sys.executable, "-P", *args],  # -P: only PYTHONPATH, not `python -m`'s cwd
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -5,6 +5,10 @@
 coordinator and ``--workers`` workers, submits the job, shows live progress
 (tasks running, records/s, failovers) and stops everything on Ctrl-C, on
 ``--duration`` or when the job ends. Every process is stopped by its own pid.
+The current directory is the project: the local cluster's processes have it on
+``PYTHONPATH`` (``LocalCluster(cwd=...)``), so ``streamer run my_jobs.counts:job``
+works next to ``my_jobs/``; a job for ``streamer submit`` must be on the
+coordinator's and workers' ``PYTHONPATH`` or installed there.
 What it prints comes from ``streamer.local.progress``.
 
 ``streamer worker`` runs one worker (``streamer.runtime.worker``) in this process.
@@ -13,6 +17,7 @@ What it prints comes from ``streamer.local.progress``.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -57,9 +62,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def job_topics(job_ref: str, params: dict[str, Any]) -> list[str]:
-    """Every topic the job reads or writes; see ``topics_of``."""
+    """Every topic the job reads or writes; see ``topics_of``. Loaded here as the local
+    cluster will load it: with the current directory on the path (see ``cmd_run``)."""
     from streamer.api import load_job
 
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
     return topics_of(load_job(job_ref, params))
 
 

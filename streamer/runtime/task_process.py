@@ -1,4 +1,4 @@
-"""Entry point of a task process: ``python -m streamer.runtime.task_process [--preload MOD]``.
+"""Entry point of a task process: ``python -P -m streamer.runtime.task_process [--preload MOD]``.
 
 Started idle by a worker's ``WarmPool``: imports the runtime and its heavy
 dependencies, says ``ready`` on stdout, then reads JSON lines on stdin
@@ -77,7 +77,23 @@ def run_deployment(deployment: dict[str, Any]) -> int:
     return 1 if state == TaskState.FAILED else 0
 
 
+def _preload(module: str) -> None:
+    """Import a job module ahead of its deploy; a module `load_job` would refuse (the
+    standard library, ``pkg.__main__``) is not imported. Failures are only printed: the
+    deploy reports them, clearly."""
+    from streamer.api.loader import check_job_module
+
+    try:
+        check_job_module(module)
+        importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001 - a bad module fails at deploy, clearly
+        print(f"preload of {module} failed: {exc}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from streamer.api.loader import drop_working_directory_from_path
+
+    drop_working_directory_from_path()  # started with -P by a worker; by hand, maybe not
     parser = argparse.ArgumentParser(prog="streamer.runtime.task_process")
     parser.add_argument("--preload", action="append", default=[])
     args = parser.parse_args(argv)
@@ -85,17 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the CLI, which cancels
     _warm_up()
     for module in args.preload:
-        importlib.import_module(module)
+        _preload(module)
     sys.stdout.buffer.write(b"ready\n")
     sys.stdout.buffer.flush()
     for line in sys.stdin.buffer:
         message = orjson.loads(line)
         op = message.pop("op", None)
         if op == "preload":
-            try:
-                importlib.import_module(message["module"])
-            except Exception as exc:  # noqa: BLE001 - a bad module fails at deploy, clearly
-                print(f"preload of {message['module']} failed: {exc}", file=sys.stderr)
+            _preload(str(message["module"]))
         elif op == "deploy":
             sys.stdin.close()
             return run_deployment(message)

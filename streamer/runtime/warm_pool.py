@@ -1,10 +1,13 @@
 """``WarmPool``: pre-started idle task processes, so a (re)deploy skips Python's start-up.
 
-Each idle process runs ``python -m streamer.runtime.task_process``: it imports
+Each idle process runs ``python -P -m streamer.runtime.task_process`` (``-P``: the
+worker's working directory is not on its ``sys.path``; job modules come from
+``PYTHONPATH`` or an installed package): it imports
 the runtime and its heavy dependencies (confluent-kafka, orjson, rocksdict,
 netlayer), writes ``ready`` on stdout, then waits for JSON lines on stdin:
 
-- ``{"op": "preload", "module": "pkg.job"}``: import the job module now;
+- ``{"op": "preload", "module": "pkg.job"}``: import the job module now (unless
+  `load_job` would refuse it, e.g. a standard-library module);
 - ``{"op": "deploy", ...}``: become that task and run it.
 
 ``take()`` hands out an idle process (starting one if none is ready) and
@@ -46,7 +49,8 @@ class WarmPool:
         await asyncio.gather(*(self._spawn() for _ in range(self.size)))
 
     async def _spawn(self) -> None:
-        args = [sys.executable, "-m", "streamer.runtime.task_process"]
+        # -P: the worker's working directory is not put on the task's sys.path
+        args = [sys.executable, "-P", "-m", "streamer.runtime.task_process"]
         for module in self._preloaded:
             args += ["--preload", module]
         proc = await asyncio.create_subprocess_exec(

@@ -226,6 +226,9 @@ def add_arguments(parser: Any) -> None:
 
 
 def run_worker(args: Any) -> int:
+    from streamer.api.loader import drop_working_directory_from_path
+
+    drop_working_directory_from_path()  # its task processes start with `python -P`
     worker = Worker(
         args.coordinator,
         slots=args.slots,

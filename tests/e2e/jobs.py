@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import streamer
 from examples.keyed_count import event_key, make_counter
 from streamer.api import StreamEnvironment
 
 
+@streamer.job
 def two_pipelines(params: dict[str, Any]) -> StreamEnvironment:
     """Two independent keyed pipelines A and B: each source(2) -hash-> count(2) -> sink."""
     env = StreamEnvironment("two-pipelines", default_parallelism=2)

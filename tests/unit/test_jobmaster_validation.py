@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 
+import streamer
 from streamer.api import StreamEnvironment
 from streamer.coordinator.jobmaster import JobMaster
 from streamer.errors import StreamerError
 
 
+@streamer.job
 def _job() -> StreamEnvironment:
     env = StreamEnvironment("kx")
     (
