@@ -1,7 +1,7 @@
 """`StreamEnvironment`: where a job starts (sources) and ends (``build``).
 
-A job module builds its environment at import time or in a zero-argument
-function, e.g.::
+A job module builds its environment at import time or in a function marked
+with ``@streamer.job`` (taking no argument or the job params), e.g.::
 
     env = StreamEnvironment("orders", default_parallelism=4)
     orders = env.from_kafka("orders").key_by(lambda o: o["id"])

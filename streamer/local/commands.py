@@ -63,7 +63,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def job_topics(job_ref: str, params: dict[str, Any]) -> list[str]:
     """Every topic the job reads or writes; see ``topics_of``. Loaded here as the local
-    cluster will load it: with the current directory on the path (see ``cmd_run``)."""
+    cluster will load it: with the current directory on the path (see above)."""
     from streamer.api import load_job
 
     cwd = os.getcwd()
