@@ -51,6 +51,16 @@ TASK_SETTINGS = (
 )  # fmt: skip
 
 
+def task_settings(config: dict[str, Any], root: Path, handler: FailoverHandler) -> dict[str, Any]:
+    """The settings every task of the job gets in its deployment."""
+    settings = {k: config[k] for k in TASK_SETTINGS if k in config}
+    settings["checkpoint_dir"] = str(root)
+    # tasks retain and log determinants only for lossless single-task recovery
+    lossless = handler.lossless and handler.strategy_name == "individual"
+    settings["individual_recovery"] = "lossless" if lossless else "off"
+    return settings
+
+
 class JobHost(Protocol):
     """What a job needs of the process that runs it (the ``Coordinator``)."""
 
@@ -100,14 +110,7 @@ class JobMaster:
             timeout=float(config.get("checkpoint_timeout", 60.0)),
             retained=int(config.get("checkpoints_retained", 3)),
         )
-        task_config = {k: config[k] for k in TASK_SETTINGS if k in config}
-        task_config["checkpoint_dir"] = str(root)
-        # tasks retain and log determinants only for lossless single-task recovery
-        task_config["individual_recovery"] = (
-            "lossless"
-            if self.handler.lossless and (self.handler.strategy_name == "individual")
-            else "off"
-        )
+        task_config = task_settings(config, root, self.handler)
         self.scheduler = Scheduler(
             job_id,
             job_ref,
