@@ -203,7 +203,7 @@ class Coordinator:
         if job is None:
             await conn.reply_error(msg, f"unknown job {b.job_id}")
             return
-        job.on_hello(conn, msg, b)
+        job.scheduler.on_hello(conn, msg, b)
 
     async def _on_task_state(self, conn: RpcConnection, msg: Message, b: k.TaskStateReport) -> None:
         job = self.jobs.get(b.job_id)

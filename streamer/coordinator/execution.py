@@ -91,9 +91,6 @@ class ExecutionStore:
         te = self._tasks.get(task)
         return te if te is not None and te.attempt == attempt else None
 
-    def in_state(self, *states: TaskState) -> list[TaskId]:
-        return [t for t, te in self._tasks.items() if te.state in states]
-
     def all_in(self, *states: TaskState) -> bool:
         return all(te.state in states for te in self._tasks.values())
 

@@ -37,7 +37,7 @@ from streamer.coordinator.status import job_status, job_summary
 from streamer.errors import StreamerError
 from streamer.graph import ExchangeType, TaskId
 from streamer.localkafka.jars import streamer_home
-from streamer.rpc import Message, RpcConnection, RpcError, TaskState
+from streamer.rpc import RpcConnection, RpcError, TaskState
 from streamer.rpc import kinds as k
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,7 @@ class JobMaster:
             task_config,
             slot_request_timeout=float(config.get("slot_request_timeout", 60.0)),
             job_running=lambda: self.state == S.RUNNING,
+            spawn=self._spawn,
         )
 
     @property
@@ -156,9 +157,6 @@ class JobMaster:
             await self._fail_job(outcome.reason)
         elif outcome.result == Deployed.FAILED:
             await self.on_task_failure(task, attempt, outcome.reason)
-
-    def on_hello(self, conn: RpcConnection, msg: Message, hello: k.TaskHello) -> None:
-        self.scheduler.on_hello(conn, msg, hello)
 
     # ----------------------------------------------- CheckpointView (narrow)
     def can_checkpoint(self) -> bool:
@@ -362,9 +360,15 @@ class JobMaster:
         return job_summary(self)
 
     def _spawn(self, coro: Any) -> None:
+        """Run ``coro`` in the background; a failure is logged, never lost."""
         fut = asyncio.ensure_future(coro)
         self._background.add(fut)
-        fut.add_done_callback(self._background.discard)
+        fut.add_done_callback(self._background_done)
+
+    def _background_done(self, fut: asyncio.Future[Any]) -> None:
+        self._background.discard(fut)
+        if not fut.cancelled() and fut.exception() is not None:
+            log.warning("job %s: background call failed: %s", self.job_id, fut.exception())
 
 
 async def _notify(conn: RpcConnection, kind: str, body: dict[str, Any]) -> None:

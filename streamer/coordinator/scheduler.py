@@ -59,6 +59,7 @@ class Scheduler:
         *,
         slot_request_timeout: float,
         job_running: Callable[[], bool],
+        spawn: Callable[[Any], None],
     ) -> None:
         self.job_id = job_id
         self.job_ref = job_ref
@@ -70,7 +71,7 @@ class Scheduler:
         self.job_running = job_running
         self._pending_hellos: dict[TaskId, tuple[RpcConnection, Message]] = {}
         self._restore_plans: dict[TaskId, dict[str, Any]] = {}
-        self._background: set[asyncio.Future[Any]] = set()
+        self._spawn = spawn  # the job's: runs a reply in the background
 
     def slot_key(self, task: TaskId) -> tuple[str, TaskId]:
         return (self.job_id, task)
@@ -197,17 +198,3 @@ class Scheduler:
             return plan
         snapshot = self.store[task].metrics.get("source", {}).get("snapshot")
         return {"source": snapshot} if snapshot and snapshot.get("positions") else {}
-
-    def _spawn(self, coro: Any) -> None:
-        fut = asyncio.ensure_future(coro)
-        self._background.add(fut)
-        fut.add_done_callback(_discard_from(self._background))
-
-
-def _discard_from(background: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[Any]], None]:
-    def done(fut: asyncio.Future[Any]) -> None:
-        background.discard(fut)
-        if not fut.cancelled() and fut.exception() is not None:
-            log.warning("background call failed: %s", fut.exception())
-
-    return done

@@ -35,7 +35,7 @@ from streamer.rpc.errors import (
     RpcSchemaError,
     RpcTimeout,
 )
-from streamer.rpc.kinds import KINDS, builtin_registry, kind_of, parse
+from streamer.rpc.kinds import KINDS, builtin_registry, parse
 from streamer.rpc.messages import (
     ERROR_KIND,
     REGISTRY,
@@ -44,7 +44,7 @@ from streamer.rpc.messages import (
     Registry,
     register,
 )
-from streamer.rpc.states import FINAL_STATES, TaskState
+from streamer.rpc.states import TaskState
 from streamer.rpc.transport import (
     DEFAULT_REQUEST_TIMEOUT,
     CloseCallback,
@@ -58,7 +58,6 @@ __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
     "DEFAULT_REQUEST_TIMEOUT",
     "ERROR_KIND",
-    "FINAL_STATES",
     "KINDS",
     "MAGIC",
     "PROTOCOL_VERSION",
@@ -83,7 +82,6 @@ __all__ = [
     "builtin_registry",
     "connect",
     "encode",
-    "kind_of",
     "parse",
     "register",
 ]

@@ -5,9 +5,8 @@ and its replies are declared.
 process-wide ``REGISTRY`` with a schema derived from its fields (a field with a
 default is optional; ``Any`` is any JSON value), so the codec checks every body
 on the wire against the class. ``parse(msg)`` turns a decoded ``Message`` into
-its instance and ``body(obj)`` an instance into a wire body (optional fields
-left at ``None`` are omitted). A ``Dispatcher`` (``streamer.rpc.dispatch``)
-routes instances to handlers by class.
+its instance. A ``Dispatcher`` (``streamer.rpc.dispatch``) routes instances to
+handlers by class.
 
 Threading: import-time registration only; instances are immutable.
 """
@@ -75,15 +74,6 @@ def register_kinds(registry: Registry) -> None:
 def parse(msg: Message) -> Any:
     """``msg``'s body as an instance of its kind's class (the codec checked the body)."""
     return KINDS[msg.kind](**msg.body)
-
-
-def body(obj: Any) -> dict[str, Any]:
-    """The wire body of a message instance (``None`` optional fields left out)."""
-    return {k: v for k, v in dataclasses.asdict(obj).items() if v is not None}
-
-
-def kind_of(obj: Any) -> str:
-    return KIND_OF[type(obj)]
 
 
 # ------------------------------------------------------------------ replies

@@ -25,4 +25,3 @@ class TaskState(StrEnum):
 
 
 _FINAL = frozenset({TaskState.FINISHED, TaskState.CANCELED, TaskState.FAILED})
-FINAL_STATES = _FINAL
