@@ -21,6 +21,7 @@ from streamer.testing import TopicFactory, read_topic
 from streamer.testing.checker import check_sequences
 from streamer.testing.cluster import LocalCluster, Status, all_running
 from streamer.testing.feeder import EventFeeder
+from tests.e2e.helpers import completed_checkpoints, more_checkpoints
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 
@@ -46,10 +47,6 @@ def submit(
     return job_id, src, out
 
 
-def completed_checkpoints(status: Status) -> int:
-    return int(status["checkpoints"]["completed"])
-
-
 def failovers_done(n: int) -> Any:
     def done(s: Status) -> bool:
         failovers = s["failovers"]
@@ -58,14 +55,6 @@ def failovers_done(n: int) -> Any:
         )
 
     return done
-
-
-def more_checkpoints(cluster: LocalCluster, job_id: str, n: int) -> None:
-    """Wait until ``n`` more checkpoints completed than now."""
-    start = completed_checkpoints(cluster.status(job_id))
-    cluster.wait_for(
-        job_id, lambda s: completed_checkpoints(s) >= start + n, what=f"{n} more checkpoints"
-    )
 
 
 def committed_outputs(bootstrap: str, topic: str, expected: int) -> list[dict[str, Any]]:

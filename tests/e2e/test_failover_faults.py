@@ -22,6 +22,7 @@ from streamer.testing import TopicFactory, read_topic
 from streamer.testing.checker import check_sequences
 from streamer.testing.cluster import LocalCluster, Status, all_running
 from streamer.testing.feeder import EventFeeder
+from tests.e2e.helpers import more_checkpoints
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 
@@ -55,17 +56,6 @@ def submit(
     )
     cluster.wait_for(job_id, all_running, what="all running")
     return job_id, src, out
-
-
-def checkpoints(status: Status) -> int:
-    return int(status["checkpoints"]["completed"])
-
-
-def more_checkpoints(cluster: LocalCluster, job_id: str, n: int) -> Status:
-    start = checkpoints(cluster.status(job_id))
-    return cluster.wait_for(
-        job_id, lambda s: checkpoints(s) >= start + n, what=f"{n} more checkpoints"
-    )
 
 
 def quiet(n: int) -> Any:

@@ -12,6 +12,7 @@ decides.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -21,6 +22,7 @@ from streamer.testing import TopicFactory, read_topic
 from streamer.testing.checker import check_sequences
 from streamer.testing.cluster import LocalCluster, Status, all_running
 from streamer.testing.feeder import EventFeeder
+from tests.e2e.helpers import more_checkpoints
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 
@@ -49,17 +51,6 @@ def submit(cluster: LocalCluster, bootstrap: str, topics: TopicFactory) -> tuple
     return job_id, src, out
 
 
-def checkpoints(status: Status) -> int:
-    return int(status["checkpoints"]["completed"])
-
-
-def more_checkpoints(cluster: LocalCluster, job_id: str, n: int) -> Status:
-    start = checkpoints(cluster.status(job_id))
-    return cluster.wait_for(
-        job_id, lambda s: checkpoints(s) >= start + n, what=f"{n} more checkpoints"
-    )
-
-
 def recovered(n: int) -> Any:
     def check(s: Status) -> bool:
         f = s["failovers"]
@@ -83,81 +74,55 @@ def exact_output(bootstrap: str, out: str, produced: Any) -> None:
     assert len(outputs) == sum(produced.values())
 
 
-def test_a_killed_sink_recovers_alone_and_exactly(
-    cluster: LocalCluster, kafka_bootstrap: str, kafka_topics: TopicFactory
-) -> None:
-    job_id, src, out = submit(cluster, kafka_bootstrap, kafka_topics)
-    feeder = EventFeeder(kafka_bootstrap, src, rate=300, keys=32).start()
-    for n, victim in enumerate(["sink#1", "sink#0", "sink#1"], start=1):
-        more_checkpoints(cluster, job_id, 2)
-        cluster.kill_task(job_id, victim)
-        status = cluster.wait_for(job_id, recovered(n), what=f"recovery of {victim}")
-        rec = status["failovers"][n - 1]
-        assert rec["tasks_restarted"] == [victim] and not rec["fell_back"], rec
-        assert rec["records_replayed"] > 0 and rec["records_dropped"] == 0, rec
+def stop_and_check_exact(
+    cluster: LocalCluster, job_id: str, feeder: EventFeeder, bootstrap: str, out: str
+) -> Status:
+    """Stop the input once two more checkpoints completed, let two more commit what is
+    left, and check the committed output against what was produced."""
     more_checkpoints(cluster, job_id, 2)
     produced = feeder.stop()
     time.sleep(1.0)
-    more_checkpoints(cluster, job_id, 2)
-    status = cluster.status(job_id)
-    expected = {"sink#0": 1, "sink#1": 2}
-    assert {t["task"]: t["attempt"] for t in status["tasks"]} == {
-        t: expected.get(t, 0) for t in ALL_TASKS
-    }
-    exact_output(kafka_bootstrap, out, produced)
+    status = more_checkpoints(cluster, job_id, 2)
+    exact_output(bootstrap, out, produced)
+    return status
 
 
-def test_killed_counters_recover_alone_and_exactly(
-    cluster: LocalCluster, kafka_bootstrap: str, kafka_topics: TopicFactory
+@pytest.mark.parametrize(
+    ("victims", "replayed"),
+    [
+        # a sink: nobody downstream saw its output; its producers replay its input
+        (["sink#1", "sink#0", "sink#1"], True),
+        # a count task: two input channels (their order is logged as determinants) and
+        # consumers (which drop what its new attempt re-emits)
+        (["count#2", "count#0", "count#2"], True),
+        # a source: its partition interleaving and checkpoint positions are logged; its
+        # new attempt re-reads Kafka from the checkpoint in the logged order
+        (["events#1", "events#0", "events#1"], False),
+    ],
+    ids=["sinks", "counters", "sources"],
+)
+def test_killed_tasks_recover_alone_and_exactly(
+    victims: list[str],
+    replayed: bool,
+    cluster: LocalCluster,
+    kafka_bootstrap: str,
+    kafka_topics: TopicFactory,
 ) -> None:
-    """A count task has two input channels (its order is logged as determinants) and
-    consumers (which drop what its new attempt re-emits)."""
     job_id, src, out = submit(cluster, kafka_bootstrap, kafka_topics)
     feeder = EventFeeder(kafka_bootstrap, src, rate=300, keys=32).start()
-    for n, victim in enumerate(["count#2", "count#0", "count#2"], start=1):
-        more_checkpoints(cluster, job_id, 2)
-        cluster.kill_task(job_id, victim)
-        status = cluster.wait_for(job_id, recovered(n), what=f"recovery of {victim}")
-        rec = status["failovers"][n - 1]
-        assert rec["tasks_restarted"] == [victim] and not rec["fell_back"], rec
-        assert rec["records_replayed"] > 0 and rec["records_dropped"] == 0, rec
-        assert rec["records_deduplicated"] is not None, rec
-    more_checkpoints(cluster, job_id, 2)
-    produced = feeder.stop()
-    time.sleep(1.0)
-    more_checkpoints(cluster, job_id, 2)
-    status = cluster.status(job_id)
-    expected = {"count#0": 1, "count#2": 2}
-    assert {t["task"]: t["attempt"] for t in status["tasks"]} == {
-        t: expected.get(t, 0) for t in ALL_TASKS
-    }
-    exact_output(kafka_bootstrap, out, produced)
-
-
-def test_killed_sources_recover_alone_and_exactly(
-    cluster: LocalCluster, kafka_bootstrap: str, kafka_topics: TopicFactory
-) -> None:
-    """A source's partition interleaving and checkpoint positions are logged: its new
-    attempt re-reads Kafka from the checkpoint in the logged order."""
-    job_id, src, out = submit(cluster, kafka_bootstrap, kafka_topics)
-    feeder = EventFeeder(kafka_bootstrap, src, rate=300, keys=32).start()
-    for n, victim in enumerate(["events#1", "events#0", "events#1"], start=1):
+    for n, victim in enumerate(victims, start=1):
         more_checkpoints(cluster, job_id, 2)
         cluster.kill_task(job_id, victim)
         status = cluster.wait_for(job_id, recovered(n), what=f"recovery of {victim}")
         rec = status["failovers"][n - 1]
         assert rec["tasks_restarted"] == [victim] and not rec["fell_back"], rec
         assert rec["records_dropped"] == 0, rec
-    more_checkpoints(cluster, job_id, 2)
-    produced = feeder.stop()
-    time.sleep(1.0)
-    more_checkpoints(cluster, job_id, 2)
-    status = cluster.status(job_id)
-    expected = {"events#0": 1, "events#1": 2}
-    assert {t["task"]: t["attempt"] for t in status["tasks"]} == {
-        t: expected.get(t, 0) for t in ALL_TASKS
-    }
-    exact_output(kafka_bootstrap, out, produced)
+        assert rec["records_deduplicated"] is not None, rec
+        if replayed:  # a source has no producers: it re-reads Kafka
+            assert rec["records_replayed"] > 0, rec
+    status = stop_and_check_exact(cluster, job_id, feeder, kafka_bootstrap, out)
+    killed = Counter(victims)
+    assert {t["task"]: t["attempt"] for t in status["tasks"]} == {t: killed[t] for t in ALL_TASKS}
 
 
 def test_a_killed_worker_ends_with_exact_output(
@@ -180,11 +145,7 @@ def test_a_killed_worker_ends_with_exact_output(
         what="recovery on the surviving worker",
     )
     assert {t["worker"] for t in status["tasks"]} == {"w2"}
-    more_checkpoints(cluster, job_id, 2)
-    produced = feeder.stop()
-    time.sleep(1.0)
-    more_checkpoints(cluster, job_id, 2)
-    exact_output(kafka_bootstrap, out, produced)
+    stop_and_check_exact(cluster, job_id, feeder, kafka_bootstrap, out)
 
 
 def test_rapid_kills_of_every_kind_of_task_end_with_exact_output(
@@ -214,8 +175,4 @@ def test_rapid_kills_of_every_kind_of_task_end_with_exact_output(
     )
     records = status["failovers"]
     assert {r["task"] for r in records} <= set(killed)
-    more_checkpoints(cluster, job_id, 2)
-    produced = feeder.stop()
-    time.sleep(1.0)
-    more_checkpoints(cluster, job_id, 2)
-    exact_output(kafka_bootstrap, out, produced)
+    stop_and_check_exact(cluster, job_id, feeder, kafka_bootstrap, out)
