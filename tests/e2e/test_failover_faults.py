@@ -196,6 +196,9 @@ def test_the_loss_of_a_sink_kill_matches_the_checker(
     job_id, src, out = submit(cluster, kafka_bootstrap, kafka_topics, "individual")
     feeder = EventFeeder(kafka_bootstrap, src, rate=400, keys=16).start()
     more_checkpoints(cluster, job_id, 3)
+    # into the checkpoint interval: the sink's open transaction holds records, so the
+    # kill loses some (killed right at a commit, it could lose none: 1 CI-like run in 6)
+    time.sleep(0.2)
     cluster.kill_task(job_id, "sink#1")
     cluster.wait_for(
         job_id,
