@@ -197,7 +197,7 @@ class JobMaster:
             return  # already handled as a failure or a cancel
         self.tasks.transition(task, state)
         if state == S.RUNNING:
-            rec = self.failovers.running(task)
+            rec = self.failovers.running(task, report.at)
             if rec is not None and rec.strategy == "individual" and not rec.fell_back:
                 self._spawn(self._switch_consumers(task, rec))
             elif rec is not None:

@@ -192,6 +192,7 @@ class TaskStateReport:
     state: str
     error: str | None = None
     traceback: str | None = None
+    at: float | None = None  # the task's wall clock when it entered ``state``
 
 
 @kind("consumer_failed")

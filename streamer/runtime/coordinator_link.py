@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -105,7 +106,7 @@ class CoordinatorLink:
         if not self.open:
             return
         assert self.rpc is not None
-        body: dict[str, Any] = {**self.ctx.identity(), "state": str(state)}
+        body: dict[str, Any] = {**self.ctx.identity(), "state": str(state), "at": time.time()}
         if error:
             body["error"] = error
             body["traceback"] = tb

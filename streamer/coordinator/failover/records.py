@@ -111,13 +111,17 @@ class FailoverLog:
             self._owner[task] = rec
         self._outstanding[rec.id] = tasks
 
-    def running(self, task: TaskId) -> FailoverRecord | None:
-        """``task``'s new attempt runs; returns its failover, ended ``done`` if that was
-        the last task of a set restart (an individual one ends with ``done``)."""
+    def running(self, task: TaskId, at: float | None = None) -> FailoverRecord | None:
+        """``task``'s new attempt runs since ``at`` (the task's clock, so the coordinator's
+        receive delay does not shift the phase; kept within [deployed_at, now]); returns
+        its failover, ended ``done`` if that was the last task of a set restart (an
+        individual one ends with ``done``)."""
         rec = self._owner.get(task)
         if rec is None:
             return None
         now = time.time()
+        if at is not None:
+            now = max(min(at, now), rec.deployed_at or 0.0)
         rec.state_restored_at = rec.state_restored_at or now
         rec.running_at = now
         outstanding = self._outstanding.get(rec.id)
