@@ -344,6 +344,23 @@ class KafkaSource:
         """A copy of the next offset to read per owned partition (safe from another thread)."""
         return {str(p): o for p, o in dict(self._positions).items()}
 
+    def lags(self) -> dict[str, int]:
+        """Consumer lag per owned partition: the high watermark the last fetch reported
+        (librdkafka's cached value: no broker request) minus the next offset to read.
+        Partitions without a fetch yet are left out."""
+        from confluent_kafka import TopicPartition
+
+        out: dict[str, int] = {}
+        if self._consumer is None:
+            return out
+        for p, position in sorted(self._positions.items()):
+            _low, high = self._consumer.get_watermark_offsets(
+                TopicPartition(self.topic, p), cached=True
+            )
+            if high is not None and high >= 0:
+                out[str(p)] = max(0, int(high) - position)
+        return out
+
     def commit_offsets(self, snapshot: dict[str, Any]) -> None:
         """Commit a completed checkpoint's positions to Kafka (for lag monitoring only)."""
         from confluent_kafka import TopicPartition

@@ -108,6 +108,15 @@ class KeyedStateBackend:
             database.db, database.max_parallelism, database.key_groups, clock
         )
 
+    def size_estimate(self) -> tuple[int, int]:
+        """RocksDB's cheap estimates for the whole database: ``(keys, bytes)``, bytes
+        being the memtables' memory plus the SST files."""
+        db = self._database.db
+        keys = db.property_int_value("rocksdb.estimate-num-keys") or 0
+        memtables = db.property_int_value("rocksdb.cur-size-all-mem-tables") or 0
+        files = db.property_int_value("rocksdb.total-sst-files-size") or 0
+        return int(keys), int(memtables) + int(files)
+
     # ------------------------------------------------------------------ lifecycle
 
     @classmethod
