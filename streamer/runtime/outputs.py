@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -140,11 +141,13 @@ class NetworkOutputs:
 class WriterOutput:
     """Chain tail feeding every output edge's ``RecordWriter`` (hash edges with their key)."""
 
-    __slots__ = ("_writers", "waits")
+    __slots__ = ("_blocked", "_blocked_since", "_writers", "waits")
 
     def __init__(self, writers: list[tuple[RecordWriter, Callable[[Any], Any] | None]]) -> None:
         self._writers = writers
         self.waits: list[Awaitable[None]] = []
+        self._blocked = 0.0
+        self._blocked_since: float | None = None
 
     def collect(self, value: Any, ts: int | None) -> None:
         record = [ts, value]
@@ -154,9 +157,20 @@ class WriterOutput:
                 self.waits.append(wait)
 
     async def drain(self) -> None:
-        """Wait out the backpressure the last emits reported."""
-        while self.waits:
-            await self.waits.pop()
+        """Wait out the backpressure the last emits reported (timed: `blocked_seconds`)."""
+        self._blocked_since = since = time.monotonic()
+        try:
+            while self.waits:
+                await self.waits.pop()
+        finally:
+            self._blocked += time.monotonic() - since
+            self._blocked_since = None
+
+    def blocked_seconds(self) -> float:
+        """Seconds spent waiting for room in the outputs (back-pressure), a wait going on
+        now included."""
+        since = self._blocked_since
+        return self._blocked + (0.0 if since is None else time.monotonic() - since)
 
 
 class SinkOutput:

@@ -6,7 +6,8 @@ out-of-orderness, per partition, idleness opt-in); takes the checkpoints the
 coordinator triggers between batches: positions after the last emitted record,
 then the task's snapshot (which sends the barrier). When a checkpoint completes
 it commits those positions to Kafka (for lag monitoring only: recovery uses the
-checkpoint).
+checkpoint). Its consumer lag per partition (``metrics()["lag"]``) is refreshed on
+the Kafka thread once per ``metrics_interval``, from librdkafka's cached high watermarks.
 
 Lossless single-task recovery (``runtime.causal``): the order of a source's
 output depends on how its polls interleave its partitions and on where the
@@ -73,6 +74,9 @@ class SourceRunner:
         self._broadcast: Callable[[Any], None] | None = None
         self._replay: deque[list[Any]] = deque()
         self._buffers: dict[int, deque[SourceRecord]] = {}
+        self._lags: dict[str, int] = {}
+        self._lags_due = 0.0
+        self._lags_interval = float(ctx.config.get("metrics_interval", 1.0))
 
     def enable_causal_log(
         self, broadcast: Callable[[Any], None] | None, replay: list[Any] | None
@@ -104,6 +108,7 @@ class SourceRunner:
             on_decode_error=op_config.get("on_decode_error", "fail"),
             dead_letter_topic=op_config.get("dead_letter_topic"),
             bounded=bool(op_config.get("bounded", False)),
+            kafka_config=ctx.config.get("kafka_config"),
         )
         if snapshot:
             self.source.restore(snapshot)
@@ -160,9 +165,7 @@ class SourceRunner:
             elif self._buffers:
                 batch = self._drain_buffers()  # the first live batch after a replay
             else:
-                batch = await loop.run_in_executor(
-                    self.kafka_thread, source.poll_batch, batch_size, 0.05
-                )
+                batch = await loop.run_in_executor(self.kafka_thread, self._poll, batch_size)
             if batch and broadcast is not None:
                 broadcast({DET: ["s", _runs(batch)]})
             for rec in batch:
@@ -201,13 +204,21 @@ class SourceRunner:
                     "cannot replay from checkpoint: the source's logged records did not "
                     f"come back within 30 s (needed {need})"
                 )
-            polled = await loop.run_in_executor(
-                self.kafka_thread, self.source.poll_batch, batch_size, 0.05
-            )
+            polled = await loop.run_in_executor(self.kafka_thread, self._poll, batch_size)
             for rec in polled:
                 self._buffers.setdefault(rec.partition, deque()).append(rec)
         batch = [self._buffers[p].popleft() for p, n in runs for _ in range(n)]
         self._buffers = {p: b for p, b in self._buffers.items() if b}
+        return batch
+
+    def _poll(self, batch_size: int) -> list[SourceRecord]:
+        """On the Kafka thread: a batch, and the consumer lag once per metrics interval."""
+        assert self.source is not None
+        batch = self.source.poll_batch(batch_size, 0.05)
+        now = time.monotonic()
+        if now >= self._lags_due:
+            self._lags_due = now + self._lags_interval
+            self._lags = self.source.lags()
         return batch
 
     def _drain_buffers(self) -> list[SourceRecord]:
@@ -229,7 +240,7 @@ class SourceRunner:
     def metrics(self) -> dict[str, Any]:
         assert self.source is not None
         snapshot = {"topic": self.source.topic, "positions": self.source.positions()}
-        return {**asdict(self.source.metrics), "snapshot": snapshot}
+        return {**asdict(self.source.metrics), "snapshot": snapshot, "lag": dict(self._lags)}
 
     async def close(self) -> None:
         if self.source is not None:

@@ -214,6 +214,10 @@ class Task:
         metrics.operators = self.chain.operators
         watermarks = self.watermarks
         metrics.watermark = lambda: watermarks.current
+        if isinstance(self.output, WriterOutput):
+            metrics.blocked = self.output.blocked_seconds
+        if self.chain.backend is not None:
+            metrics.state = self.chain.backend.size_estimate
 
     def _enable_causal_log(self, replay: list[Any] | None, restored_from: int | None) -> None:
         """Lossless recovery: determinants to the consumers; a restarted attempt replays."""

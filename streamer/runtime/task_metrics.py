@@ -1,10 +1,15 @@
 """A task's metrics: the counters its loops bump, and the snapshot sent as ``task_metrics``.
 
-``collect`` reads the data plane's counters (per subpartition: ``records_out``,
-``dropped``, ``lost``; per input channel: ``records_in``, ``cleared``), the
-source's and sink's, the operators' (any dataclass ``metrics``), the task's
-counters and its watermark. ``lost`` is what the netlayer counts as lost for
-a failed consumer (``records_lost``; 0 where a subpartition does not count it).
+``collect`` reads the data plane's counters (per output partition: ``records_out``,
+``bytes_out``, ``queued`` buffers, and per subpartition ``dropped``, ``lost``,
+``replayed``; per input channel: ``records_in``, ``bytes_in``, ``queued`` items,
+``cleared``), the source's (with its consumer ``lag`` per partition) and the sink's,
+the operators' (any dataclass ``metrics``), the task's counters, its watermark (ms),
+its keyed ``state`` size (RocksDB's estimates: ``keys``, ``bytes``) and its
+``backpressure``: ``seconds`` spent waiting for room in its outputs since it started,
+and ``ratio``, the share of wall time it waited since the previous ``collect``
+(Flink's back-pressured time per second). ``lost`` is what the netlayer counts as
+lost for a failed consumer (``records_lost``; 0 where a subpartition does not count it).
 
 Threading: the task's loop only (counters are plain ints).
 """
@@ -14,7 +19,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from netlayer.gate import InputGate
@@ -41,6 +46,23 @@ class MetricSources:
     operators: Sequence[ChainedOperator] = ()
     watermark: Callable[[], int | None] | None = None
     deduplicated: Callable[[], list[int]] | None = None  # lossless: per channel
+    blocked: Callable[[], float] | None = None  # seconds waiting for room in the outputs
+    state: Callable[[], tuple[int, int]] | None = None  # keyed state: (keys, bytes)
+    last_blocked: tuple[float, float] | None = field(default=None, repr=False)
+    """(monotonic time, blocked seconds) at the previous ``collect``: for the ratio."""
+
+
+def backpressure(m: MetricSources) -> dict[str, float]:
+    """Seconds blocked on the outputs in all, and the share of time since the last call."""
+    total = 0.0 if m.blocked is None else m.blocked()
+    now = time.monotonic()
+    ratio = 0.0
+    if m.last_blocked is not None:
+        then, before = m.last_blocked
+        if now > then:
+            ratio = min(1.0, max(0.0, (total - before) / (now - then)))
+    m.last_blocked = (now, total)
+    return {"seconds": round(total, 4), "ratio": round(ratio, 4)}
 
 
 def collect(m: MetricSources) -> dict[str, Any]:
@@ -49,11 +71,14 @@ def collect(m: MetricSources) -> dict[str, Any]:
         "unavailable_events": m.counters.unavailable_events,
         "pid": os.getpid(),
         "time": time.time(),
+        "backpressure": backpressure(m),
     }
     if m.partitions:
         out["partitions"] = {
             pid: {
                 "records_out": sum(sp.metrics.records_out for sp in p.subpartitions),
+                "bytes_out": sum(sp.metrics.bytes_out for sp in p.subpartitions),
+                "queued": sum(len(sp.queue) for sp in p.subpartitions),
                 "dropped": [sp.metrics.records_dropped for sp in p.subpartitions],
                 "lost": [sp.metrics.records_lost for sp in p.subpartitions],
                 "replayed": [sp.metrics.records_replayed for sp in p.subpartitions],
@@ -62,7 +87,12 @@ def collect(m: MetricSources) -> dict[str, Any]:
         }
     if m.gate is not None:
         out["channels"] = [
-            {"records_in": ch.metrics.records_in, "cleared": ch.metrics.records_cleared}
+            {
+                "records_in": ch.metrics.records_in,
+                "bytes_in": ch.metrics.bytes_in,
+                "queued": len(ch.queue),
+                "cleared": ch.metrics.records_cleared,
+            }
             for ch in m.gate.channels
         ]
         if m.deduplicated is not None:
@@ -82,4 +112,7 @@ def collect(m: MetricSources) -> dict[str, Any]:
     watermark = None if m.watermark is None else m.watermark()
     if watermark is not None:
         out["watermark"] = watermark
+    if m.state is not None:
+        keys, size = m.state()
+        out["state"] = {"keys": keys, "bytes": size}
     return out

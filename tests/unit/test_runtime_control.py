@@ -178,9 +178,13 @@ def test_fault_hooks_come_only_from_the_environment(tmp_path: Path) -> None:
 def test_metrics_report_records_lost_per_subpartition() -> None:
     def sp(out: int, dropped: int, lost: int) -> Any:
         metrics = SimpleNamespace(
-            records_out=out, records_dropped=dropped, records_lost=lost, records_replayed=0
+            records_out=out,
+            bytes_out=10 * out,
+            records_dropped=dropped,
+            records_lost=lost,
+            records_replayed=0,
         )
-        return SimpleNamespace(metrics=metrics)
+        return SimpleNamespace(metrics=metrics, queue=[b"buffer"] * dropped)
 
     partition = SimpleNamespace(subpartitions=[sp(5, 1, 2), sp(7, 0, 0)])
     counters = Counters(records_processed=12)
@@ -188,6 +192,8 @@ def test_metrics_report_records_lost_per_subpartition() -> None:
     assert out["records_processed"] == 12
     assert out["partitions"]["e@0"] == {
         "records_out": 12,
+        "bytes_out": 120,
+        "queued": 1,
         "dropped": [1, 0],
         "lost": [2, 0],
         "replayed": [0, 0],
