@@ -271,7 +271,13 @@ class CheckpointCoordinator:
             pending.done.exception()  # retrieved: a periodic checkpoint has no waiter
 
     def _record(self, checkpoint_id: int, outcome: str, duration: float, **extra: Any) -> None:
-        entry = {"id": checkpoint_id, "outcome": outcome, "seconds": round(duration, 4), **extra}
+        entry = {
+            "id": checkpoint_id,
+            "outcome": outcome,
+            "seconds": round(duration, 4),
+            "at": round(time.time(), 3),  # when it ended
+            **extra,
+        }
         self.history = [*self.history[-19:], entry]
 
     # --------------------------------------------------------------- restore
