@@ -44,8 +44,16 @@ class DecodeErrorPolicy(Enum):
 class DeadLetterWriter:
     """An idempotent producer to the DLQ topic. Not thread-safe: the source owns it."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, metadata_timeout: float) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        metadata_timeout: float,
+        *,
+        kafka_config: dict[str, Any] | None = None,
+    ) -> None:
         self.bootstrap_servers = bootstrap_servers
+        self.kafka_config = kafka_config  # the job's librdkafka settings
         self.topic = topic
         self.metadata_timeout = metadata_timeout
         self._producer: Any = None
@@ -55,7 +63,12 @@ class DeadLetterWriter:
         from confluent_kafka import Producer
 
         self._producer = Producer(
-            base_config(self.bootstrap_servers, {"enable.idempotence": True, "linger.ms": 5})
+            base_config(
+                self.bootstrap_servers,
+                {"linger.ms": 5},
+                kafka_config=self.kafka_config,
+                managed={"enable.idempotence": True},
+            )
         )
         topic_partitions(self._producer, self.topic, self.bootstrap_servers, self.metadata_timeout)
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Mapping
 from typing import Any
 
+from streamer.connectors.client_config import client_config
 from streamer.errors import ConnectorError
 
 DEFAULT_METADATA_TIMEOUT = 15.0
@@ -44,13 +45,14 @@ def topic_partitions(client: Any, topic: str, bootstrap: str, timeout: float) ->
     return len(tmeta.partitions)
 
 
-def base_config(bootstrap: str, extra: dict[str, Any] | None) -> dict[str, Any]:
-    """librdkafka settings every client gets; ``extra`` overrides."""
-    config: dict[str, Any] = {
-        "bootstrap.servers": bootstrap,
-        "socket.connection.setup.timeout.ms": 10000,
-        "logger": logging.getLogger("streamer.kafka.client"),  # librdkafka logs via logging
-        "log_level": 3,  # errors only: librdkafka warns on routine retries
-    }
-    config.update(extra or {})
-    return config
+def base_config(
+    bootstrap: str,
+    extra: Mapping[str, Any] | None,
+    *,
+    kafka_config: Mapping[str, Any] | None = None,
+    managed: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """librdkafka settings of one client: streamer's defaults, then ``extra`` (the
+    component's defaults), the job's ``kafka_config`` (checked) and, winning, the
+    ``managed`` settings; see ``streamer.connectors.client_config``."""
+    return client_config(bootstrap, defaults=extra, kafka_config=kafka_config, managed=managed)

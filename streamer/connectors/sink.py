@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
 
+from streamer.connectors.client_config import check_kafka_config
 from streamer.connectors.kafka_common import (
     DEFAULT_METADATA_TIMEOUT,
     base_config,
@@ -94,6 +95,7 @@ class KafkaSink:
         transaction_timeout_ms: int = 60_000,
         metadata_timeout: float = DEFAULT_METADATA_TIMEOUT,
         producer_config: dict[str, Any] | None = None,
+        kafka_config: dict[str, Any] | None = None,
         run_id: str = "run",
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
@@ -105,13 +107,17 @@ class KafkaSink:
         self.marker_group = f"{self.transactional_id}-{run_id}-commits"
         self.metadata_timeout = metadata_timeout
         self.metrics = SinkMetrics()
+        self.kafka_config = check_kafka_config(kafka_config or {})  # the job's settings
+        managed: dict[str, Any] = {"enable.idempotence": True, "acks": "all"}
+        if self.delivery is Delivery.EXACTLY_ONCE:
+            managed["transactional.id"] = self.transactional_id
+            managed["transaction.timeout.ms"] = transaction_timeout_ms
         self._config = base_config(
             bootstrap_servers,
-            {"linger.ms": 5, "enable.idempotence": True, "acks": "all", **(producer_config or {})},
+            {"linger.ms": 5, **(producer_config or {})},
+            kafka_config=self.kafka_config,
+            managed=managed,
         )
-        if self.delivery is Delivery.EXACTLY_ONCE:
-            self._config["transactional.id"] = self.transactional_id
-            self._config["transaction.timeout.ms"] = transaction_timeout_ms
         self._producer: Any = None
         self._markers: Any = None  # a consumer of marker_group that never subscribes
         self._error: str | None = None
@@ -134,7 +140,9 @@ class KafkaSink:
             self._markers = Consumer(
                 base_config(
                     self.bootstrap_servers,
-                    {
+                    None,
+                    kafka_config=self.kafka_config,
+                    managed={
                         "group.id": self.marker_group,
                         "enable.auto.commit": False,
                         "isolation.level": "read_committed",  # stable offsets only

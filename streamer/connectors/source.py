@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamer.connectors.client_config import check_kafka_config
 from streamer.connectors.dead_letter import DeadLetterWriter, DecodeErrorPolicy
 from streamer.connectors.kafka_common import (
     DEFAULT_METADATA_TIMEOUT,
@@ -88,6 +89,7 @@ class KafkaSource:
         discovery_interval: float = 5.0,
         metadata_timeout: float = DEFAULT_METADATA_TIMEOUT,
         consumer_config: dict[str, Any] | None = None,
+        kafka_config: dict[str, Any] | None = None,
     ) -> None:
         if not 0 <= subtask < parallelism:
             raise ConfigError(f"subtask {subtask} is outside parallelism {parallelism}")
@@ -106,11 +108,15 @@ class KafkaSource:
         self.metadata_timeout = metadata_timeout
         self.metrics = SourceMetrics()
         self._consumer_config = consumer_config
+        self.kafka_config = check_kafka_config(kafka_config or {})  # the job's settings
         self._consumer: Any = None
         self._dead_letters: DeadLetterWriter | None = None
         if self.policy is DecodeErrorPolicy.DEAD_LETTER:
             self._dead_letters = DeadLetterWriter(
-                bootstrap_servers, dead_letter_topic or f"{topic}.dlq", metadata_timeout
+                bootstrap_servers,
+                dead_letter_topic or f"{topic}.dlq",
+                metadata_timeout,
+                kafka_config=self.kafka_config,
             )
         self._positions: dict[int, int] = {}
         self._end_offsets: dict[int, int] = {}  # bounded mode: stop here
@@ -134,14 +140,14 @@ class KafkaSource:
 
         config = base_config(
             self.bootstrap_servers,
-            {
+            {"fetch.wait.max.ms": 50, **(self._consumer_config or {})},
+            kafka_config=self.kafka_config,
+            managed={
                 "group.id": self.group_id,
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "isolation.level": "read_committed",
-                "fetch.wait.max.ms": 50,
                 "enable.partition.eof": False,
-                **(self._consumer_config or {}),
             },
         )
         self._consumer = Consumer(config)

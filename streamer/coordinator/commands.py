@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from streamer.connectors.client_config import read_properties
 from streamer.coordinator.settings import validate_settings
 from streamer.errors import ConfigError, StreamerError
 from streamer.localkafka.jars import streamer_home
@@ -65,6 +66,9 @@ def add_job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("job", metavar="MODULE:JOB", help="job by reference, e.g. my_jobs.orders:job")
     p.add_argument("--strategy", choices=("full", "region", "individual"), default="individual")
     p.add_argument("--bootstrap-servers", help="Kafka bootstrap servers")
+    p.add_argument("--kafka-config", metavar="FILE",
+                   help="librdkafka settings for every Kafka client of the job (key=value "
+                        "lines, e.g. security.protocol=SASL_SSL); see the README")  # fmt: skip
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="job parameter, passed to the job function (repeatable)")  # fmt: skip
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
@@ -76,6 +80,9 @@ def add_job_options(p: argparse.ArgumentParser) -> None:
 def job_config(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
     config: dict[str, Any] = {"strategy": args.strategy, "bootstrap_servers": bootstrap}
     config.update(parse_settings(args.settings, "setting"))
+    if args.kafka_config:
+        config["kafka_config"] = {**read_properties(args.kafka_config),
+                                  **config.get("kafka_config", {})}  # fmt: skip
     config["params"] = {k: str(v) for k, v in parse_settings(args.param, "param").items()}
     if args.from_savepoint:
         path = Path(args.from_savepoint).resolve()

@@ -36,9 +36,9 @@ from streamer.coordinator.slots import SlotPool, WorkerInfo
 from streamer.coordinator.status import job_status, job_summary
 from streamer.errors import StreamerError
 from streamer.graph import ExchangeType, TaskId
-from streamer.localkafka.jars import streamer_home
 from streamer.rpc import RpcConnection, RpcError, TaskState
 from streamer.rpc import kinds as k
+from streamer.state.roots import StateRoots
 
 log = logging.getLogger(__name__)
 S = TaskState
@@ -47,7 +47,7 @@ S = TaskState
 TASK_SETTINGS = (
     "bootstrap_servers", "buffer_timeout", "metrics_interval", "log_level",
     "source_batch", "sink_commit_interval", "connect_timeout", "params", "idle_timeout_ms",
-    "checkpoint_interval", "individual_recovery", "retention_bytes",
+    "checkpoint_interval", "individual_recovery", "retention_bytes", "kafka_config",
 )  # fmt: skip
 
 
@@ -98,7 +98,9 @@ class JobMaster:
         self.ended_at: float | None = None
         self._background: set[asyncio.Future[Any]] = set()
         self.done = asyncio.Event()
-        root = Path(config.get("checkpoint_dir") or streamer_home() / "checkpoints" / job_id)
+        # checkpoints and savepoints stay under the coordinator's state roots
+        self.roots = StateRoots.from_env()
+        root = self.roots.resolve(config.get("checkpoint_dir") or job_id, "checkpoint_dir")
         self.config["checkpoint_dir"] = str(root)
         interval = config.get("checkpoint_interval")
         self.checkpoints = CheckpointCoordinator(
@@ -110,6 +112,10 @@ class JobMaster:
             timeout=float(config.get("checkpoint_timeout", 60.0)),
             retained=int(config.get("checkpoints_retained", 3)),
         )
+        if config.get("from_savepoint"):
+            savepoint = self.roots.resolve(config["from_savepoint"], "from_savepoint")
+            self.checkpoints.check_savepoint(savepoint)  # signed by this cluster
+            self.config["from_savepoint"] = str(savepoint)
         task_config = task_settings(config, root, self.handler)
         self.scheduler = Scheduler(
             job_id,
@@ -136,7 +142,7 @@ class JobMaster:
         savepoint = self.config.get("from_savepoint")
         if savepoint:
             try:
-                loaded = self.checkpoints.storage.load(Path(savepoint))
+                loaded = self.checkpoints.load_savepoint(Path(savepoint))
             except Exception as exc:  # noqa: BLE001 - any unreadable savepoint fails the job clearly
                 await self._fail_job(f"cannot restore from savepoint {savepoint}: {exc}")
                 return
@@ -177,10 +183,12 @@ class JobMaster:
             self._spawn(_notify(conn, kind, body))
 
     async def savepoint(self, directory: str, stop: bool) -> tuple[str, int]:
-        """Take a savepoint into ``directory``; with ``stop``, cancel the job after it."""
+        """Take a savepoint into ``directory`` (under a state root; relative: under the
+        first); with ``stop``, cancel the job after it."""
+        target = self.roots.resolve(directory, "savepoint directory")
         if self.state != S.RUNNING:
             raise StreamerError(f"job {self.job_id} cannot take a savepoint now ({self.state})")
-        return await self.checkpoints.savepoint(Path(directory), self.cancel if stop else None)
+        return await self.checkpoints.savepoint(target, self.cancel if stop else None)
 
     # ----------------------------------------------------------------- reports
     async def on_task_state(self, report: k.TaskStateReport) -> None:

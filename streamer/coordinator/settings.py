@@ -12,6 +12,7 @@ import difflib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from streamer.connectors.client_config import check_kafka_config
 from streamer.errors import ConfigError
 
 Check = Callable[[str, Any], Any]
@@ -54,6 +55,10 @@ def _text(*choices: str, optional: bool = False) -> Check:
     return check
 
 
+def _kafka_config(key: str, value: Any) -> Any:
+    return check_kafka_config(value, f"job setting {key}")
+
+
 def _mapping(key: str, value: Any) -> Any:
     if not isinstance(value, dict):
         raise ConfigError(f"job setting {key}={value!r} must be a mapping")
@@ -65,6 +70,7 @@ SETTINGS: dict[str, Check] = {
     "individual_recovery": _text("lossy", "lossless"),
     "retention_bytes": _integer(minimum=1),
     "bootstrap_servers": _text(),
+    "kafka_config": _kafka_config,
     "params": _mapping,
     "checkpoint_interval": _number(positive=True, optional=True),
     "checkpoint_dir": _text(optional=True),

@@ -88,11 +88,22 @@ def topics_of(job: Job) -> list[str]:
     return sorted(topics)
 
 
-def ensure_topics(bootstrap: str, topics: list[str], partitions: int, create: bool) -> None:
+def ensure_topics(
+    bootstrap: str,
+    topics: list[str],
+    partitions: int,
+    create: bool,
+    kafka_config: dict[str, Any] | None = None,
+) -> None:
     from confluent_kafka.admin import AdminClient
     from confluent_kafka.cimpl import NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})  # errors: below
+    from streamer.connectors.client_config import client_config
+
+    # errors: below, in one line
+    admin = AdminClient(
+        client_config(bootstrap, defaults={"log_level": 0}, kafka_config=kafka_config)
+    )
     try:
         existing = set(admin.list_topics(timeout=15).topics)
     except Exception:  # noqa: BLE001 - one clear line for any client failure
@@ -131,6 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 topics,
                 args.topic_partitions,
                 create=args.create_topics or not args.bootstrap_servers,
+                kafka_config=config.get("kafka_config"),
             )
             print(f"starting a coordinator and {args.workers} workers ...", flush=True)
             with LocalCluster(args.workers, slots=args.slots) as cluster:

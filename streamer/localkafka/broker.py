@@ -29,6 +29,7 @@ from types import TracebackType
 
 from streamer.errors import LocalKafkaError
 from streamer.localkafka.jars import LOG4J2_CONFIG, require_java, resolve_kafka_jars, streamer_home
+from streamer.localkafka.secured import SaslSslListener, prepare_sasl_ssl
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +73,23 @@ def _tail(path: Path, lines: int = 12) -> str:
     return "\n".join(kept[-lines:])
 
 
-def broker_properties(port: int, controller_port: int, log_dir: Path) -> dict[str, str]:
-    """Settings for a single node: replication factor 1 everywhere, no rebalance delay."""
+def broker_properties(
+    port: int, controller_port: int, log_dir: Path, sasl_ssl_port: int | None = None
+) -> dict[str, str]:
+    """Settings for a single node: replication factor 1 everywhere, no rebalance delay.
+    With ``sasl_ssl_port``, a SASL_SSL listener there too (its TLS and SCRAM settings
+    come from ``SaslSslListener.broker_properties``); brokers talk PLAINTEXT."""
+    plain = f"PLAINTEXT://127.0.0.1:{port}"
+    secured = "" if sasl_ssl_port is None else f",SASL_SSL://127.0.0.1:{sasl_ssl_port}"
+    protocols = "" if sasl_ssl_port is None else ",SASL_SSL:SASL_SSL"
     return {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "listeners": f"{plain}{secured},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"{plain}{secured}",
         "controller.listener.names": "CONTROLLER",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": f"PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT{protocols}",
         "inter.broker.listener.name": "PLAINTEXT",
         "log.dirs": str(log_dir),
         "num.partitions": "1",
@@ -108,6 +116,8 @@ class BrokerInfo:
     data_dir: str
     keep_data: bool
     started_at: float
+    sasl_ssl_bootstrap: str | None = None  # the SASL_SSL listener, when started with one
+    client_properties: str | None = None  # its client settings (for --kafka-config)
 
 
 def state_file() -> Path:
@@ -139,6 +149,9 @@ class LocalKafka:
         die_with_parent: bool = True,
         quiet: bool = False,
         extra_properties: dict[str, str] | None = None,
+        sasl_ssl: bool = False,
+        sasl_ssl_port: int | None = None,
+        scram_mechanism: str = "SCRAM-SHA-512",
     ) -> None:
         self.port = port
         self.controller_port = controller_port
@@ -149,6 +162,10 @@ class LocalKafka:
         self.die_with_parent = die_with_parent
         self.quiet = quiet
         self.extra_properties = extra_properties or {}
+        self.want_sasl_ssl = sasl_ssl or sasl_ssl_port is not None
+        self.sasl_ssl_port = sasl_ssl_port
+        self.scram_mechanism = scram_mechanism
+        self.sasl_ssl: SaslSslListener | None = None  # set by start() when asked for
         self.proc: subprocess.Popen[bytes] | None = None
         self.data_dir: Path | None = None
         self.bootstrap_servers = ""
@@ -162,8 +179,13 @@ class LocalKafka:
             _require_free(self.port, "broker")
         if self.controller_port is not None:
             _require_free(self.controller_port, "controller")
+        if self.sasl_ssl_port is not None:
+            _require_free(self.sasl_ssl_port, "SASL_SSL")
         port = self.port if self.port is not None else free_port()
         cport = self.controller_port if self.controller_port is not None else free_port()
+        sport = None
+        if self.want_sasl_ssl:
+            sport = self.sasl_ssl_port if self.sasl_ssl_port is not None else free_port()
         if self._given_data_dir is not None:
             self._given_data_dir.mkdir(parents=True, exist_ok=True)
             self.data_dir = self._given_data_dir
@@ -171,7 +193,13 @@ class LocalKafka:
             base = streamer_home() / "run"
             base.mkdir(parents=True, exist_ok=True)
             self.data_dir = Path(tempfile.mkdtemp(prefix="kafka-", dir=base))
-        props = broker_properties(port, cport, self.data_dir / "logs") | self.extra_properties
+        props = broker_properties(port, cport, self.data_dir / "logs", sport)
+        if sport is not None:
+            self.sasl_ssl = prepare_sasl_ssl(
+                self.data_dir / "sasl-ssl", "127.0.0.1", sport, self.scram_mechanism
+            )
+            props |= self.sasl_ssl.broker_properties(sport)
+        props |= self.extra_properties
         config = self.data_dir / "server.properties"
         config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         classpath = f"{libs}/*"
@@ -210,9 +238,10 @@ class LocalKafka:
     def _format(self, jvm: list[str], config: Path) -> None:
         assert self.data_dir is not None
         cid = new_cluster_id()
+        scram = [] if self.sasl_ssl is None else ["--add-scram", self.sasl_ssl.scram_argument()]
         proc = subprocess.run(
             [*jvm, f"-Dstreamer.log.file={self.data_dir / 'format.log'}",
-             "kafka.tools.StorageTool", "format", "-t", cid, "-c", str(config)],
+             "kafka.tools.StorageTool", "format", "-t", cid, "-c", str(config), *scram],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         if proc.returncode != 0:
@@ -222,11 +251,20 @@ class LocalKafka:
             raise LocalKafkaError(f"formatting KRaft storage failed: {detail[:300]}")
 
     def _wait_ready(self) -> None:
+        """Until the broker answers on its plaintext listener, then on the SASL_SSL one
+        (which proves the certificates and the SCRAM user too)."""
+        assert self.data_dir is not None
+        deadline = time.monotonic() + self.start_timeout
+        self._wait_answers({}, self.bootstrap_servers, deadline)
+        if self.sasl_ssl is not None:
+            listener = self.sasl_ssl
+            self._wait_answers(listener.client_config(), listener.bootstrap_servers, deadline)
+
+    def _wait_answers(self, config: dict[str, str], bootstrap: str, deadline: float) -> None:
         from confluent_kafka.admin import AdminClient
 
         assert self.proc is not None and self.data_dir is not None
-        deadline = time.monotonic() + self.start_timeout
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0})
+        admin = AdminClient({**config, "bootstrap.servers": bootstrap, "log_level": 0})
         while True:
             code = self.proc.poll()
             if code is not None:
@@ -236,15 +274,14 @@ class LocalKafka:
                     f"{_tail(self.data_dir / 'kafka.out', 5)}"
                 )
             try:
-                meta = admin.list_topics(timeout=1.0)
-                if meta.brokers:
+                if admin.list_topics(timeout=1.0).brokers:
                     return
             except Exception:  # noqa: BLE001 - not up yet; keep polling until the deadline
                 pass
             if time.monotonic() > deadline:
                 raise LocalKafkaError(
                     f"the Kafka broker did not answer within {self.start_timeout:.0f} s "
-                    f"at {self.bootstrap_servers}; see {self.data_dir / 'server.log'}"
+                    f"at {bootstrap}; see {self.data_dir / 'server.log'}"
                 )
             time.sleep(0.2)
 
@@ -266,6 +303,10 @@ class LocalKafka:
             data_dir=str(self.data_dir),
             keep_data=self.keep_data,
             started_at=time.time(),
+            sasl_ssl_bootstrap=None if self.sasl_ssl is None else self.sasl_ssl.bootstrap_servers,
+            client_properties=None
+            if self.sasl_ssl is None
+            else str(Path(self.sasl_ssl.ca_location).with_name("client.properties")),
         )
 
     def __enter__(self) -> LocalKafka:

@@ -109,7 +109,7 @@ def build_task_chain(ctx: TaskContext, tail: Output, restore: dict[str, Any]) ->
     operators, first = build_chain(ctx.job, ctx.vertex, tail, ctx.info, backend)
     for op in operators:
         if isinstance(op, RuntimeIntervalJoin):
-            attach_late_output(op, ctx.config["bootstrap_servers"])
+            attach_late_output(op, ctx.config["bootstrap_servers"], ctx.config.get("kafka_config"))
         saved = restore.get("operators", {}).get(op.spec.uid)
         if saved is not None or restore.get("keyed"):
             op.restore_state(saved)  # None: rebuild in-memory indexes from the state
@@ -129,5 +129,7 @@ def open_state_backend(ctx: TaskContext, restore: dict[str, Any]) -> KeyedStateB
     groups = key_group_range(ctx.task_id.subtask, maxp, ctx.vertex.parallelism)
     sources = [(Path(d), meta) for d, meta in restore.get("keyed", [])]
     if sources:
-        return KeyedStateBackend.restore(path, sources, max_parallelism=maxp, key_groups=groups)
+        return KeyedStateBackend.restore(
+            path, sources, max_parallelism=maxp, key_groups=groups, within=restore.get("from")
+        )
     return KeyedStateBackend.open(path, max_parallelism=maxp, key_groups=groups)

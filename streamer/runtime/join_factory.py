@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from streamer.api import Job
+from streamer.connectors.kafka_common import base_config
 from streamer.graph import JobEdge, OperatorSpec
 from streamer.runtime.join import IntervalJoinOperator
 
@@ -59,11 +60,15 @@ class RocksJoinState:
 class LateSideOutput:
     """Writes late records to a Kafka topic; flushed at every checkpoint."""
 
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+    def __init__(
+        self, bootstrap_servers: str, topic: str, kafka_config: dict[str, Any] | None = None
+    ) -> None:
         from confluent_kafka import Producer
 
         self.topic = topic
-        self.producer = Producer({"bootstrap.servers": bootstrap_servers, "linger.ms": 5})
+        self.producer = Producer(
+            base_config(bootstrap_servers, {"linger.ms": 5}, kafka_config=kafka_config)
+        )
 
     def __call__(self, input_index: int, record: Any, ts: int) -> None:
         payload = orjson.dumps({"input": input_index, "ts": ts, "record": record})
@@ -100,9 +105,11 @@ def build_join(
     return op
 
 
-def attach_late_output(op: RuntimeIntervalJoin, bootstrap_servers: str) -> None:
+def attach_late_output(
+    op: RuntimeIntervalJoin, bootstrap_servers: str, kafka_config: dict[str, Any] | None = None
+) -> None:
     """Send the join's late records to its ``late_topic``, if it names one."""
     topic = op.spec.config.get("late_topic")
     if topic:
-        op.late_output = LateSideOutput(bootstrap_servers, topic)
+        op.late_output = LateSideOutput(bootstrap_servers, topic, kafka_config)
         op.on_late = op.late_output

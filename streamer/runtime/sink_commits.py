@@ -64,6 +64,7 @@ class SinkCommitter:
             key_serde=op_config.get("key_serde", "str"),
             value_serde=op_config.get("value_serde", "json"),
             run_id=ctx.job_id,
+            kafka_config=ctx.config.get("kafka_config"),
         )
         self.sink.open()
         key_uid = op_config.get("key_fn")
