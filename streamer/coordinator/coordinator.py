@@ -44,6 +44,7 @@ class Coordinator:
         *,
         heartbeat_interval: float = 1.0,
         heartbeat_timeout: float = 6.0,
+        status_host: str = "127.0.0.1",
     ) -> None:
         self.host = host
         self.port = port
@@ -53,7 +54,7 @@ class Coordinator:
         self.jobs: dict[str, JobMaster] = {}
         self.server: RpcServer | None = None
         self.status = (
-            StatusServer(self._route, host, status_port) if status_port is not None else None
+            StatusServer(self._route, status_host, status_port) if status_port is not None else None
         )
         self._stopped = asyncio.Event()
         self._background: set[asyncio.Future[Any]] = set()
@@ -296,6 +297,7 @@ class Coordinator:
                     "pid": w.pid,
                     "slots": w.slots,
                     "used": w.used,
+                    "heartbeat_age": round(time.monotonic() - w.last_heartbeat, 3),
                 }
                 for w in self.workers.values()
             ]
