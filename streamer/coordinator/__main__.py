@@ -10,12 +10,16 @@ from typing import Any
 
 from streamer.api.loader import drop_working_directory_from_path
 from streamer.coordinator.coordinator import Coordinator, write_ready_file
+from streamer.coordinator.status_http import dashboard_url
 
 
 def add_arguments(parser: Any) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="control-plane bind address")
     parser.add_argument("--port", type=int, default=6123, help="control-plane port (0: free)")
     parser.add_argument("--status-port", type=int, default=8081, help="HTTP status port (0: free)")
+    parser.add_argument("--status-host", default="127.0.0.1",
+                        help="status server (dashboard, /metrics, JSON) bind address; beyond "
+                             "loopback it requires the status token")  # fmt: skip
     parser.add_argument("--heartbeat-interval", type=float, default=1.0)
     parser.add_argument("--heartbeat-timeout", type=float, default=6.0)
     parser.add_argument("--ready-file", help="write the bound addresses here as JSON")
@@ -33,6 +37,7 @@ def run_coordinator(args: Any) -> int:
             args.status_port,
             heartbeat_interval=args.heartbeat_interval,
             heartbeat_timeout=args.heartbeat_timeout,
+            status_host=args.status_host,
         )
         await coordinator.start()
         loop = asyncio.get_running_loop()
@@ -41,6 +46,9 @@ def run_coordinator(args: Any) -> int:
         if args.ready_file:
             write_ready_file(args.ready_file, coordinator)
         print(f"coordinator listening on {coordinator.address}", flush=True)
+        if coordinator.status is not None:
+            status = coordinator.status
+            print(f"dashboard: {dashboard_url(status.host, status.port)}", flush=True)
         await coordinator.serve_forever()
 
     asyncio.run(go())

@@ -19,6 +19,8 @@ and put nothing else on ``sys.path`` (see `streamer.api.loader`).
 ``env`` adds variables to the environment of the coordinator and worker processes
 (task processes inherit their worker's), e.g. ``{"STREAMER_FAULT_HOOKS": ...}`` for
 a test's fault injection; it overrides this process's variables of the same name.
+``status_host`` is where the coordinator's status server listens (default 127.0.0.1;
+beyond loopback it requires the status token, see `streamer.coordinator.status_http`).
 
 Threading: not thread-safe; one owner starts, uses and stops a cluster.
 """
@@ -57,6 +59,7 @@ class LocalCluster:
         log_level: str = "INFO",
         cwd: str | Path | None = None,
         env: dict[str, str] | None = None,
+        status_host: str = "127.0.0.1",
     ) -> None:
         self.num_workers = workers
         self.slots = slots
@@ -72,6 +75,7 @@ class LocalCluster:
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self.address = ""
         self.status_port: int | None = None
+        self.status_host = status_host  # beyond loopback: requests carry the status token
         self.client: CoordinatorClient | None = None
 
     # --------------------------------------------------------------- processes
@@ -101,6 +105,7 @@ class LocalCluster:
         self.coordinator = self._spawn(
             [
                 "-m", "streamer.coordinator", "--port", "0", "--status-port", "0",
+                "--status-host", self.status_host,
                 "--ready-file", str(ready),
                 "--heartbeat-interval", str(self.heartbeat_interval),
                 "--heartbeat-timeout", str(self.heartbeat_timeout),
@@ -141,8 +146,13 @@ class LocalCluster:
         each live worker."""
         import urllib.request
 
-        url = f"http://127.0.0.1:{self.status_port}/workers"
-        with urllib.request.urlopen(url, timeout=5) as resp:
+        from streamer.coordinator.status_http import bearer_headers
+
+        wildcard = self.status_host in ("0.0.0.0", "::", "")
+        host = "127.0.0.1" if wildcard else self.status_host
+        url = f"http://{host}:{self.status_port}/workers"
+        request = urllib.request.Request(url, headers=bearer_headers(self.status_host))
+        with urllib.request.urlopen(request, timeout=5) as resp:
             workers: list[dict[str, Any]] = orjson.loads(resp.read())
         return workers
 
