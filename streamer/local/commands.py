@@ -24,6 +24,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from streamer.coordinator.commands import add_job_options, job_config, remember_address
+from streamer.coordinator.status_http import dashboard_url
 from streamer.errors import ConfigError, StreamerError
 from streamer.local.cluster import LocalCluster
 from streamer.local.progress import FailoverPrinter, progress_line
@@ -49,6 +50,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--create-topics", action="store_true",
                    help="create the job's missing topics on --bootstrap-servers too")  # fmt: skip
     p.add_argument("--duration", type=float, help="cancel the job after this many seconds")
+    p.add_argument("--status-host", default="127.0.0.1",
+                   help="bind address of the dashboard and /metrics (default 127.0.0.1; "
+                        "beyond loopback they require the status token)")  # fmt: skip
     p.set_defaults(func=cmd_run)
 
 
@@ -145,12 +149,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                 kafka_config=config.get("kafka_config"),
             )
             print(f"starting a coordinator and {args.workers} workers ...", flush=True)
-            with LocalCluster(args.workers, slots=args.slots) as cluster:
+            cluster = LocalCluster(args.workers, slots=args.slots, status_host=args.status_host)
+            with cluster:
                 remember_address(cluster.address, cluster.status_port)
                 job_id = cluster.submit(args.job, {**config, "bootstrap_servers": bootstrap})
+                assert cluster.status_port is not None
+                dashboard = dashboard_url(args.status_host, cluster.status_port)
                 print(
-                    f"job {job_id} submitted ({args.strategy}); status: "
-                    f"http://127.0.0.1:{cluster.status_port}/jobs/{job_id}  "
+                    f"job {job_id} submitted ({args.strategy}); dashboard: {dashboard}#{job_id}  "
                     f"kill a task: streamer kill-task {job_id} VERTEX SUBTASK",
                     flush=True,
                 )
