@@ -34,6 +34,7 @@ from enum import Enum
 from typing import Any, TypeVar
 
 from streamer.connectors.client_config import check_kafka_config
+from streamer.connectors.health import KafkaHealth
 from streamer.connectors.kafka_common import (
     DEFAULT_METADATA_TIMEOUT,
     base_config,
@@ -118,6 +119,8 @@ class KafkaSink:
             kafka_config=self.kafka_config,
             managed=managed,
         )
+        self.health = KafkaHealth(f"sink {topic}", bootstrap_servers)
+        self._config.update(self.health.callbacks())
         self._producer: Any = None
         self._markers: Any = None  # a consumer of marker_group that never subscribes
         self._error: str | None = None
@@ -132,6 +135,7 @@ class KafkaSink:
         from confluent_kafka import Producer
 
         self._producer = Producer(self._config)
+        self.health.watch(self._producer)
         topic_partitions(self._producer, self.topic, self.bootstrap_servers, self.metadata_timeout)
         if self.delivery is Delivery.EXACTLY_ONCE:
             from confluent_kafka import Consumer

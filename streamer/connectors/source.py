@@ -19,6 +19,7 @@ from typing import Any
 
 from streamer.connectors.client_config import check_kafka_config
 from streamer.connectors.dead_letter import DeadLetterWriter, DecodeErrorPolicy
+from streamer.connectors.health import KafkaHealth
 from streamer.connectors.kafka_common import (
     DEFAULT_METADATA_TIMEOUT,
     base_config,
@@ -107,6 +108,7 @@ class KafkaSource:
         self.discovery_interval = discovery_interval
         self.metadata_timeout = metadata_timeout
         self.metrics = SourceMetrics()
+        self.health = KafkaHealth(f"source {topic}", bootstrap_servers)
         self._consumer_config = consumer_config
         self.kafka_config = check_kafka_config(kafka_config or {})  # the job's settings
         self._consumer: Any = None
@@ -150,6 +152,7 @@ class KafkaSource:
                 "enable.partition.eof": False,
             },
         )
+        config.update(self.health.callbacks())
         self._consumer = Consumer(config)
         self._num_partitions = topic_partitions(
             self._consumer, self.topic, self.bootstrap_servers, self.metadata_timeout
