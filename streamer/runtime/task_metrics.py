@@ -25,6 +25,7 @@ from typing import Any
 from netlayer.gate import InputGate
 from netlayer.partition import ResultPartition
 from streamer.connectors import KafkaSink
+from streamer.runtime.diagnostics import ErrorRecorder, diagnostics
 from streamer.runtime.operators import ChainedOperator
 
 
@@ -48,6 +49,7 @@ class MetricSources:
     deduplicated: Callable[[], list[int]] | None = None  # lossless: per channel
     blocked: Callable[[], float] | None = None  # seconds waiting for room in the outputs
     state: Callable[[], tuple[int, int]] | None = None  # keyed state: (keys, bytes)
+    recorder: ErrorRecorder = field(default_factory=ErrorRecorder.install, repr=False)
     last_blocked: tuple[float, float] | None = field(default=None, repr=False)
     """(monotonic time, blocked seconds) at the previous ``collect``: for the ratio."""
 
@@ -73,6 +75,7 @@ def collect(m: MetricSources) -> dict[str, Any]:
         "time": time.time(),
         "backpressure": backpressure(m),
     }
+    out.update(diagnostics(m.recorder))  # log_file, host, recent_errors, kafka
     if m.partitions:
         out["partitions"] = {
             pid: {
