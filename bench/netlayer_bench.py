@@ -36,9 +36,11 @@ import orjson
 
 from netlayer.gate import ChannelInfo, InputGate
 from netlayer.partition import RecordWriter, ResultPartition
+from netlayer.protocol.handshake import Credentials
 from netlayer.transport import PartitionServer
 
 MAX_PARALLELISM = 128
+BENCH_KEY = b"k" * 32  # every connection authenticates, as in a job
 HIST_BUCKETS = 100_000  # 10 us each: up to 1 s
 
 
@@ -96,7 +98,7 @@ async def _producer(
     ctl: Connection,
 ) -> None:
     part = ResultPartition(_pid(index), n_consumers, buffer_timeout=buffer_timeout)
-    server = PartitionServer()
+    server = PartitionServer(auth_key=BENCH_KEY)
     server.register(part)
     ctl.send(await server.start())
     loop = asyncio.get_running_loop()
@@ -147,7 +149,7 @@ async def _consumer(
     index: int, addresses: list[tuple[str, int]], latency: bool, expected: int, ctl: Connection
 ) -> None:
     infos = [ChannelInfo(_pid(p), index, addr) for p, addr in enumerate(addresses)]
-    gate = InputGate(infos)
+    gate = InputGate(infos, credentials=Credentials(BENCH_KEY, {"role": "bench"}))
     await gate.start()
     ctl.send("ready")
     n = 0

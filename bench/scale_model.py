@@ -75,6 +75,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import orjson
 
@@ -86,6 +87,7 @@ from streamer.coordinator.coordinator import Coordinator
 from streamer.coordinator.failover import FailoverRecord
 from streamer.graph import DEFAULT_MAX_PARALLELISM, ExecutionGraph, TaskId
 from streamer.rpc import TaskState
+from streamer.state.roots import STATE_ROOTS_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "out" / "scale_model.json"
@@ -203,9 +205,12 @@ async def run_once(
     """
     lat = latencies or Latencies()
     shape = shape_for(tasks)
-    coordinator = Coordinator(status_port=None)
+    coordinator = Coordinator(status_port=None, secret=b"scale-model" * 3)
     cluster = SimCluster(coordinator, lat, codec=codec)
-    with tempfile.TemporaryDirectory(prefix="scale-model-") as scratch:
+    with (
+        tempfile.TemporaryDirectory(prefix="scale-model-") as scratch,
+        mock.patch.dict(os.environ, {STATE_ROOTS_ENV: scratch}),  # the job's state root
+    ):
         n_workers = math.ceil(shape.tasks / slots_per_worker)
         for i in range(n_workers):
             worker = SimulatedWorker(cluster, f"worker-{i:04d}", slots_per_worker)

@@ -133,6 +133,7 @@ class FakeConnection:
     def __init__(self, cluster: SimCluster, name: str) -> None:
         self.cluster = cluster
         self.name = self.peer = name
+        self.identity: dict[str, Any] = {"role": "client"}  # what its handshake proved
         self.close_reason: str | None = None
         self.decoder = RpcDecoder()
         self.awaiting: dict[int, asyncio.Future[Message]] = {}  # peer's requests, by id
@@ -244,6 +245,7 @@ class SimulatedWorker(FakeConnection):
 
     def __init__(self, cluster: SimCluster, worker_id: str, slots: int) -> None:
         super().__init__(cluster, worker_id)
+        self.identity = {"role": "worker", "id": worker_id}
         self.worker_id = worker_id
         self.slots = slots
         limit = cluster.latencies.worker_concurrency
@@ -297,6 +299,8 @@ class TaskConnection(FakeConnection):
 
     def __init__(self, cluster: SimCluster, sim: SimTask) -> None:
         super().__init__(cluster, f"{sim.task}@{sim.attempt}")
+        self.identity = {"role": "task", "job_id": sim.job_id, "task": sim.task}
+        self.identity["attempt"] = sim.attempt
         self.sim = sim
 
     async def serve(self, kind: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -10,6 +10,14 @@
 - `open_channel` and `retry_until`: connecting, and retrying with backoff
   until a deadline (the gate's connector retries its handshake with them).
 
+Authentication (DESIGN.md §10): a server made with an ``auth_key`` runs the
+challenge-response of `netlayer.protocol.handshake` on every connection before it
+decodes a single frame, drops connections that have not authenticated within
+``auth_timeout`` seconds, accepts at most ``max_connections`` at once, and accepts
+a `PartitionRequest` only with the consumer attempt's token. A `ChannelConnection`
+with ``credentials`` authenticates first and then sends its request. Refusals are
+logged at most a few times per period (`netlayer.logs.RateLimitedLog`).
+
 Threading contract: all callbacks run on the event loop that owns the
 sockets (the task's loop); nothing here blocks or spawns threads. Ordering
 contract: frames are delivered to the listener / subpartition in the order
@@ -22,10 +30,13 @@ side then treats the connection as lost.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
+from netlayer.logs import RateLimitedLog
 from netlayer.protocol.codec import FrameDecoder, encode
 from netlayer.protocol.errors import ProtocolError
 from netlayer.protocol.frames import (
@@ -37,6 +48,13 @@ from netlayer.protocol.frames import (
     Event,
     PartitionRequest,
     PartitionResponse,
+)
+from netlayer.protocol.handshake import (
+    ClientHandshake,
+    Credentials,
+    HandshakeError,
+    ServerHandshake,
+    consumer_token,
 )
 
 if TYPE_CHECKING:
@@ -52,8 +70,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_refusals = RateLimitedLog(log)
 
 Address = tuple[str, int]
+DEFAULT_MAX_CONNECTIONS = 1024
+DEFAULT_AUTH_TIMEOUT = 5.0
 
 
 class ProducerConnection(asyncio.Protocol):
@@ -67,6 +88,9 @@ class ProducerConnection(asyncio.Protocol):
         self._closed = False
         self.writable = True
         self.peer: object = None
+        key = server.auth_key
+        self._auth = None if key is None else ServerHandshake(lambda _identity: key)
+        self._auth_timer: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         return f"<ProducerConnection peer={self.peer} sub={self._sub!r}>"
@@ -75,9 +99,47 @@ class ProducerConnection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         self.peer = transport.get_extra_info("peername")
+        if len(self._server._connections) >= self._server.max_connections:
+            _refusals.warning("refusing a connection from %s: too many connections", self.peer)
+            self._closed = True
+            transport.abort()
+            return
         self._server._connections.add(self)
+        if self._auth is not None:
+            self._auth_timer = asyncio.get_running_loop().call_later(
+                self._server.auth_timeout, self._auth_timed_out
+            )
+
+    def _auth_timed_out(self) -> None:
+        _refusals.warning("dropping a connection from %s: no authentication in time", self.peer)
+        self.close(None)
+
+    def _authenticate(self, data: bytes) -> bytes | None:
+        """Feed the handshake; the bytes after it once authenticated, else None."""
+        auth = self._auth
+        assert auth is not None and self._transport is not None
+        try:
+            reply = auth.feed(data)
+        except HandshakeError as exc:
+            _refusals.warning("refusing a connection from %s: %s", self.peer, exc)
+            self._transport.write(auth.refusal)
+            self.close(None)
+            return None
+        if reply:
+            self._transport.write(reply)
+        if not auth.done:
+            return None
+        self._auth = None
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+        return auth.leftover
 
     def data_received(self, data: bytes) -> None:
+        if self._auth is not None:
+            rest = self._authenticate(data)
+            if not rest:
+                return
+            data = rest
         try:
             messages = self._decoder.feed(data)
         except ProtocolError as exc:
@@ -111,6 +173,19 @@ class ProducerConnection(asyncio.Protocol):
         if not 0 <= msg.subpartition < partition.num_subpartitions:
             self.close(f"no subpartition {msg.subpartition} in {msg.partition_id!r}")
             return
+        key = self._server.auth_key
+        if key is not None and not hmac.compare_digest(
+            msg.token, consumer_token(key, msg.partition_id, msg.subpartition, msg.consumer_attempt)
+        ):
+            _refusals.warning(
+                "refusing a request from %s for %s[%d] as consumer attempt %d: bad token",
+                self.peer,
+                msg.partition_id,
+                msg.subpartition,
+                msg.consumer_attempt,
+            )
+            self.close("partition request refused: bad token for that consumer attempt")
+            return
         sub = partition.subpartitions[msg.subpartition]
         self._sub = sub
         sub.on_partition_request(self, msg.consumer_attempt, msg.credit, msg.replay_from)
@@ -125,6 +200,8 @@ class ProducerConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._server._connections.discard(self)
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
         if self._sub is not None:
             reason = f"connection lost: {exc}" if exc else "connection closed by the consumer"
             try:
@@ -161,6 +238,8 @@ class PartitionServer:
 
     Register partitions before consumers ask for them (a request for an
     unknown partition is answered with an `Error` frame; consumers retry).
+    ``auth_key``: the job's data key; every connection must prove it holds it
+    (``None`` turns authentication off: for tests and benchmarks of the wire only).
     """
 
     def __init__(
@@ -168,11 +247,17 @@ class PartitionServer:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
+        auth_key: bytes | None,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        auth_timeout: float = DEFAULT_AUTH_TIMEOUT,
     ) -> None:
         self.host = host
         self.port = port
+        self.auth_key = auth_key
         self.max_frame_size = max_frame_size
+        self.max_connections = max_connections
+        self.auth_timeout = auth_timeout
         self.partitions: dict[str, ResultPartition] = {}
         self._server: asyncio.Server | None = None
         self._connections: set[ProducerConnection] = set()
@@ -226,8 +311,20 @@ class ChannelConnection(asyncio.Protocol):
         listener: ChannelListener,
         request: PartitionRequest,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        credentials: Credentials | None = None,
     ) -> None:
         self._listener = listener
+        self._auth = (
+            None if credentials is None else ClientHandshake(credentials.key, credentials.identity)
+        )
+        if credentials is not None:
+            token = consumer_token(
+                credentials.key,
+                request.partition_id,
+                request.subpartition,
+                request.consumer_attempt,
+            )
+            request = dataclasses.replace(request, token=token)
         self.request = request
         self._decoder = FrameDecoder(max_frame_size)
         self._transport: asyncio.Transport | None = None
@@ -243,9 +340,34 @@ class ChannelConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        transport.write(encode(self.request))
+        if self._auth is not None:
+            transport.write(self._auth.start())
+        else:
+            transport.write(encode(self.request))
+
+    def _authenticate(self, data: bytes) -> bytes | None:
+        """Feed the handshake; the bytes after it once authenticated, else None."""
+        auth = self._auth
+        assert auth is not None and self._transport is not None
+        try:
+            reply = auth.feed(data)
+        except HandshakeError as exc:
+            self._fail(str(exc))
+            return None
+        if reply:
+            self._transport.write(reply)
+        if not auth.done:
+            return None
+        self._auth = None
+        self._transport.write(encode(self.request))
+        return auth.leftover
 
     def data_received(self, data: bytes) -> None:
+        if self._auth is not None:
+            rest = self._authenticate(data)
+            if not rest:
+                return
+            data = rest
         try:
             messages = self._decoder.feed(data)
         except ProtocolError as exc:

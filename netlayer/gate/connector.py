@@ -23,6 +23,7 @@ from netlayer.gate.channel import HandshakeFailed, InputChannel
 from netlayer.gate.states import ChannelEvent, ChannelState
 from netlayer.gate.values import ChannelUpdateError, OnDone, ReplayRefused, call_on_done
 from netlayer.protocol.frames import PartitionRequest
+from netlayer.protocol.handshake import Credentials
 from netlayer.transport import ChannelConnection, open_channel, retry_until
 
 __all__ = ["ChannelConnector"]
@@ -39,8 +40,10 @@ class ChannelConnector:
         credits_per_channel: int,
         connect_timeout: float,
         max_frame_size: int,
+        credentials: Credentials | None = None,
     ) -> None:
         self.consumer_attempt = consumer_attempt
+        self.credentials = credentials
         self.credits_per_channel = credits_per_channel
         self.connect_timeout = connect_timeout
         self.max_frame_size = max_frame_size
@@ -87,7 +90,7 @@ class ChannelConnector:
         )
 
         def factory() -> ChannelConnection:
-            conn = ChannelConnection(ch, request, self.max_frame_size)
+            conn = ChannelConnection(ch, request, self.max_frame_size, self.credentials)
             ch._conn = conn
             return conn
 

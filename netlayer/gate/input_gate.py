@@ -27,6 +27,7 @@ from netlayer.gate.states import ChannelEvent, ChannelState
 from netlayer.gate.values import ChannelInfo, ChannelUpdateError, OnDone, UnavailableEvent
 from netlayer.metrics import ChannelMetrics
 from netlayer.protocol.frames import DEFAULT_MAX_FRAME_SIZE
+from netlayer.protocol.handshake import Credentials
 
 __all__ = ["DEFAULT_CREDITS_PER_CHANNEL", "YIELD_EVERY", "InputGate"]
 
@@ -44,7 +45,9 @@ class InputGate:
     """A task's input: one channel per producer subtask (see `netlayer.gate`).
 
     ``consumer_attempt`` is this task's attempt number (sent in every
-    `PartitionRequest`); ``credits_per_channel`` is the number of receive
+    `PartitionRequest`); ``credentials`` authenticate every connection to a
+    producer (the job's data key; None only against producers without
+    authentication); ``credits_per_channel`` is the number of receive
     buffers per channel, i.e. how many buffers a producer may have in flight.
 
     End of input: `is_finished` becomes (and stays) True once every *available*
@@ -62,6 +65,7 @@ class InputGate:
         connect_timeout: float = 10.0,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         wait_for_unavailable: bool = False,
+        credentials: Credentials | None = None,
     ) -> None:
         if not channels:
             raise ValueError("an input gate needs at least one channel")
@@ -72,7 +76,7 @@ class InputGate:
         self.wait_for_unavailable = wait_for_unavailable
         self.channels = [InputChannel(self, i, info) for i, info in enumerate(channels)]
         self.connector = ChannelConnector(
-            consumer_attempt, credits_per_channel, connect_timeout, max_frame_size
+            consumer_attempt, credits_per_channel, connect_timeout, max_frame_size, credentials
         )
         self.channel_provider = CachedChannelProvider(self)
         self.is_finished = False

@@ -55,7 +55,8 @@ __all__ = [
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 _U16 = struct.Struct(">H")
-_REQUEST = struct.Struct(">III")
+_TOKEN_SIZE = 16
+_REQUEST = struct.Struct(f">III{_TOKEN_SIZE}s")
 _RESPONSE = struct.Struct(">II")
 _EVENT_PREFIX = struct.Struct(">QB")
 _CRC_SEED = {t: zlib.crc32(bytes([t])) for t in FrameType}
@@ -73,6 +74,12 @@ def _frame(ftype: FrameType, payload: bytes) -> bytes:
 def _u32(name: str, value: int) -> int:
     if not 0 <= value <= MAX_U32:
         raise ValueError(f"{name}={value} does not fit in u32")
+    return value
+
+
+def _token(value: bytes) -> bytes:
+    if len(value) != _TOKEN_SIZE:
+        raise ValueError(f"token of {len(value)} bytes, expected {_TOKEN_SIZE}")
     return value
 
 
@@ -97,6 +104,7 @@ def encode(msg: Message) -> bytes:
             _u32("subpartition", msg.subpartition),
             _u32("consumer_attempt", msg.consumer_attempt),
             _u32("credit", msg.credit),
+            _token(msg.token),
         )
         payload = fixed + _str(msg.partition_id)
         if msg.replay_from is not None:
@@ -166,10 +174,10 @@ def _read_str(payload: memoryview, offset: int, trailer: tuple[int, ...] = (0,))
 
 def _decode_request(payload: memoryview) -> PartitionRequest:
     _check_fixed(payload, _REQUEST.size, "PartitionRequest")
-    sub, attempt, credit = _REQUEST.unpack_from(payload)
+    sub, attempt, credit, token = _REQUEST.unpack_from(payload)
     partition_id, end = _read_str(payload, _REQUEST.size, (0, _U64.size))
     replay_from = _U64.unpack_from(payload, end)[0] if end < len(payload) else None
-    return PartitionRequest(partition_id, sub, attempt, credit, replay_from)
+    return PartitionRequest(partition_id, sub, attempt, credit, replay_from, token)
 
 
 def _text(payload: memoryview) -> str:

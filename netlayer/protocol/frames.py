@@ -14,8 +14,8 @@ protocol error instead of a garbled record.
 Payloads (``str`` fields are a u16 byte length then UTF-8):
 
 ==================  =====================================================
-PartitionRequest    subpartition:u32 consumer_attempt:u32 credit:u32 partition_id:str
-                    [replay_from:u64]
+PartitionRequest    subpartition:u32 consumer_attempt:u32 credit:u32 token:16
+                    partition_id:str [replay_from:u64]
 PartitionResponse   subpartition:u32 producer_attempt:u32 partition_id:str
 AddCredit           credit:u32
 Buffer              seq:u64 backlog:u32 data (the rest)
@@ -23,6 +23,11 @@ Event               seq:u64 kind:u8 payload (the rest)
 Error               message (UTF-8, the rest)
 Close               reason (UTF-8, the rest)
 ==================  =====================================================
+
+``token`` is the consumer attempt's `netlayer.protocol.handshake.consumer_token`
+(zeros when the producer does not authenticate). Version 2 added it, and the
+authentication handshake (`netlayer.protocol.handshake`) that precedes the
+first frame of every connection.
 
 ``replay_from`` is an optional trailing field (present iff the payload is 8
 bytes longer than the string ends): a request without it is exactly the frame
@@ -62,7 +67,7 @@ __all__ = [
     "PartitionResponse",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAGIC = b"SNL" + bytes([PROTOCOL_VERSION])
 
 FRAME_HEADER = struct.Struct(">I4sBI")
@@ -102,6 +107,8 @@ class PartitionRequest:
     ``replay_from``: the checkpoint the consumer restored; the producer first
     sends again what it retained after that checkpoint's barrier (``None``:
     no replay, the subpartition restarts from what is emitted next).
+    ``token``: proves the request comes from consumer attempt ``consumer_attempt``
+    (`netlayer.protocol.handshake.consumer_token`).
     """
 
     partition_id: str
@@ -109,6 +116,7 @@ class PartitionRequest:
     consumer_attempt: int
     credit: int
     replay_from: int | None = None
+    token: bytes = bytes(16)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,10 @@ serves JSON status over HTTP. A worker is declared lost when its control
 connection closes or after ``heartbeat_timeout`` seconds without a heartbeat;
 all its tasks are then failed.
 
+Every control connection authenticates with a key derived from the cluster secret
+and then may only send what its role may (`streamer.security.roles`); a worker
+speaks only for itself and the tasks it hosts, a task only for its own attempt.
+
 Run with ``python -m streamer.coordinator`` or ``streamer coordinator``.
 Threading: one asyncio loop; not thread-safe.
 """
@@ -31,6 +35,8 @@ from streamer.graph import TaskId
 from streamer.rpc import Message, RpcConnection, RpcServer
 from streamer.rpc import kinds as k
 from streamer.rpc.dispatch import Dispatcher
+from streamer.security import cluster_secret
+from streamer.security.roles import CLIENT, authorize, coordinator_keys
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +51,11 @@ class Coordinator:
         heartbeat_interval: float = 1.0,
         heartbeat_timeout: float = 6.0,
         status_host: str = "127.0.0.1",
+        secret: bytes | None = None,
+        client_idle_timeout: float = 300.0,
     ) -> None:
+        self.secret = cluster_secret() if secret is None else secret
+        self.client_idle_timeout = client_idle_timeout
         self.host = host
         self.port = port
         self.heartbeat_interval = heartbeat_interval
@@ -67,7 +77,12 @@ class Coordinator:
 
     async def start(self) -> None:
         self.server = await RpcServer.start(
-            self.on_message, self.host, self.port, name="coordinator"
+            self.on_message,
+            self.host,
+            self.port,
+            name="coordinator",
+            key_for=coordinator_keys(self.secret),
+            idle_timeout=self._idle_timeout,
         )
         self.port = self.server.address[1]
         if self.status is not None:
@@ -141,6 +156,11 @@ class Coordinator:
                 if silent > self.heartbeat_timeout:
                     self._worker_lost(worker, f"no heartbeat for {silent:.1f} s")
 
+    def _idle_timeout(self, identity: Any) -> float | None:
+        """Clients that stay silent are dropped; workers and tasks are watched by
+        heartbeats and their processes instead."""
+        return self.client_idle_timeout if identity.get("role") == CLIENT else None
+
     # -------------------------------------------------------------- messages
     def _dispatcher(self) -> Dispatcher:
         return Dispatcher(
@@ -162,6 +182,7 @@ class Coordinator:
                 k.CancelJob: self._on_cancel_job,
                 k.KillTask: self._on_kill_task,
             },
+            authorize,
         )
 
     def _job(self, job_id: str) -> JobMaster:
@@ -173,6 +194,11 @@ class Coordinator:
     async def _on_register_worker(
         self, conn: RpcConnection, msg: Message, b: k.RegisterWorker
     ) -> None:
+        live = self.workers.get(b.worker_id)
+        if live is not None and not live.conn.closed:
+            raise StreamerError(
+                f"worker {b.worker_id} is registered and alive; give each worker its own --id"
+            )
         worker = WorkerInfo(b.worker_id, b.host, b.pid, b.slots, conn)
         self.slots.add(worker)
         conn.on_close(lambda _c: self._worker_lost(worker, "control connection closed"))
@@ -191,13 +217,20 @@ class Coordinator:
 
     def _on_heartbeat(self, conn: RpcConnection, msg: Message, b: k.Heartbeat) -> None:
         worker = self.workers.get(b.worker_id)
-        if worker is not None:
+        if worker is not None and worker.conn is conn:
             worker.last_heartbeat = time.monotonic()
 
     def _on_task_exited(self, conn: RpcConnection, msg: Message, b: k.TaskExited) -> None:
         job = self.jobs.get(b.job_id)
-        if job is not None:
-            job.on_task_exited(b)
+        if job is None:
+            return
+        te = job.tasks.current(TaskId.parse(b.task), b.attempt)
+        worker = self.workers.get(str(conn.identity.get("id")))
+        if te is not None and (
+            worker is None or worker.conn is not conn or te.worker_id != worker.worker_id
+        ):
+            raise StreamerError(f"{b.task}@{b.attempt} does not run on this worker")
+        job.on_task_exited(b)
 
     async def _on_task_hello(self, conn: RpcConnection, msg: Message, b: k.TaskHello) -> None:
         job = self.jobs.get(b.job_id)

@@ -243,6 +243,8 @@ class JobMaster:
         if te is None or te.state.is_final or te.state == S.CANCELING or self.state != S.RUNNING:
             return
         error = cause.removeprefix("exception: ") if tb is not None else None
+        if not cause.startswith("process "):  # it did not exit by itself: make sure
+            self._spawn(self.scheduler.kill_attempt(task, attempt, te.worker_id))
         self.tasks.failed(task, error, tb)
         self.checkpoints.abort(f"task {task} failed")
         self.scheduler.forget(task)

@@ -137,6 +137,19 @@ class Scheduler:
             if isinstance(result, Exception):
                 log.warning("job %s: cancel during restart failed: %s", self.job_id, result)
 
+    async def kill_attempt(self, task: TaskId, attempt: int, worker_id: str | None) -> None:
+        """Make sure a process of ``task``@``attempt`` that was declared failed is dead
+        (a task that reported an exception, or went silent, may still run); the worker
+        SIGKILLs it if it is still there."""
+        worker = self.slots.get(worker_id)
+        if worker is None:
+            return  # its worker is gone, and a worker's tasks die with it
+        body = {"job_id": self.job_id, "task": str(task), "attempt": attempt}
+        try:
+            await worker.conn.request("kill_task", body, timeout=30.0)
+        except Exception as exc:  # noqa: BLE001 - the worker's loss is handled elsewhere
+            log.warning("job %s: could not kill %s@%d: %s", self.job_id, task, attempt, exc)
+
     async def cancel_all(self) -> None:
         """The job ends: cancel every attempt that has not ended, and free its slot."""
         cancels = []

@@ -10,10 +10,13 @@ import asyncio
 from typing import Any
 
 from streamer.rpc.transport import connect
+from streamer.security import cluster_secret
+from streamer.security.roles import client_credentials
 
 
 class CoordinatorClient:
-    def __init__(self, address: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, address: str, *, timeout: float = 30.0, secret: bytes | None = None) -> None:
+        """``secret``: the cluster secret (default: `streamer.security.cluster_secret`)."""
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
             from streamer.errors import ConfigError
@@ -22,10 +25,18 @@ class CoordinatorClient:
         self.address = address
         self.host, self.port = host, int(port)
         self.timeout = timeout
+        self.credentials = client_credentials(cluster_secret() if secret is None else secret)
 
     def call(self, kind: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         async def go() -> dict[str, Any]:
-            conn = await connect(self.host, self.port, None, name="coordinator", timeout=5.0)
+            conn = await connect(
+                self.host,
+                self.port,
+                None,
+                name="coordinator",
+                timeout=5.0,
+                credentials=self.credentials,
+            )
             try:
                 reply = await conn.request(kind, body or {}, timeout=self.timeout)
                 return dict(reply.body)

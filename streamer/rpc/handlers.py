@@ -23,6 +23,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Generic, Protocol, TypeVar
 
+from netlayer.logs import RateLimitedLog
+from streamer.errors import StreamerError
 from streamer.rpc.errors import RpcError
 from streamer.rpc.messages import Message
 from streamer.rpc.pending import one_line
@@ -32,6 +34,7 @@ __all__ = ["HandlerTasks", "Replier"]
 # The transport's logger: these records are the transport's, and log settings
 # (and tests) select them by that name.
 logger = logging.getLogger("streamer.rpc.transport")
+_failures = RateLimitedLog(logger, burst=10, period=10.0)  # a flood must not flood the log
 
 
 class Replier(Protocol):
@@ -61,6 +64,11 @@ class HandlerTasks(Generic[C]):
     def __len__(self) -> int:
         """How many handler tasks are running."""
         return len(self._tasks)
+
+    async def wait_below(self, limit: int) -> None:
+        """Return once fewer than ``limit`` handler tasks run (back-pressure on reading)."""
+        while len(self._tasks) >= limit:
+            await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
 
     def start(self, message: Message) -> None:
         """Handle ``message`` in a new task; a request awaits its answer until `answered`."""
@@ -99,26 +107,26 @@ class HandlerTasks(Generic[C]):
             return
         try:
             await self._handler(conn, message)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - answered and logged below
             text = one_line(f"{type(exc).__name__}: {exc}")
             if message.msg_id in self._unanswered:
-                logger.warning(
+                _failures.warning(
                     "handler for %s #%d from %s failed; replying error: %s",
                     message.kind,
                     message.msg_id,
                     conn.name,
                     text,
-                    exc_info=True,
+                    exc_info=not isinstance(exc, StreamerError | RpcError),  # expected: no trace
                 )
                 await self._answer_failure(message, text)
             else:
-                logger.error(
+                _failures.error(
                     "handler for %s #%d from %s failed: %s",
                     message.kind,
                     message.msg_id,
                     conn.name,
                     text,
-                    exc_info=True,
+                    exc_info=not isinstance(exc, StreamerError | RpcError),  # expected: no trace
                 )
 
     async def _answer_failure(self, message: Message, text: str) -> None:

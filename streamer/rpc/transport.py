@@ -30,6 +30,15 @@ then calls the ``on_close`` callbacks (synchronously, once each). Handler tasks
 keep running when the peer goes away (their replies then fail); a local
 `RpcConnection.close` cancels them.
 
+Authentication and limits (DESIGN.md §10): `RpcServer` with a ``key_for`` runs
+the challenge-response handshake (`streamer.rpc.auth`) on every connection before
+it decodes a frame, drops a connection that has not authenticated within
+``auth_timeout`` seconds, accepts at most ``max_connections`` at once, and gives
+each connection its ``identity``; `connect` with ``credentials`` proves them first.
+A connection runs at most ``max_in_flight`` handlers at once: past that it stops
+reading (back-pressure on the peer) instead of piling up tasks. With an
+``idle_timeout``, a connection that receives nothing for that long is closed.
+
 Threading: everything here belongs to one event loop and is not thread-safe;
 call it from the loop's thread only (use ``loop.call_soon_threadsafe`` from
 others).
@@ -43,6 +52,9 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from netlayer.logs import RateLimitedLog
+from netlayer.protocol.handshake import Credentials, HandshakeError, KeyLookup
+from streamer.rpc.auth import client_handshake, server_handshake
 from streamer.rpc.closing import CloseNotice
 from streamer.rpc.codec import DEFAULT_MAX_FRAME_SIZE, RpcDecoder, encode
 from streamer.rpc.errors import RpcConnectError, RpcConnectionLost, RpcProtocolError, RpcTimeout
@@ -63,7 +75,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_REQUEST_TIMEOUT = 10.0
+DEFAULT_MAX_IN_FLIGHT = 64
+DEFAULT_MAX_CONNECTIONS = 1024
+DEFAULT_AUTH_TIMEOUT = 5.0
 _READ_CHUNK = 64 * 1024
+_refusals = RateLimitedLog(logger)
 
 Handler = Callable[["RpcConnection", Message], Awaitable[None]]
 """Called for every incoming message that is not a reply, each in its own task."""
@@ -94,11 +110,20 @@ class RpcConnection:
         name: str | None = None,
         registry: Registry | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        identity: Mapping[str, Any] | None = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        idle_timeout: float | None = None,
+        initial: bytes = b"",
     ) -> None:
         self._reader = reader
         self._writer = writer
         self.registry = REGISTRY if registry is None else registry
         self.max_frame_size = max_frame_size
+        self.identity: Mapping[str, Any] = identity or {}
+        """Who the peer proved to be in the handshake (empty: not authenticated)."""
+        self.max_in_flight = max_in_flight
+        self.idle_timeout = idle_timeout
+        self._initial = initial
         self.peer = _format_address(writer.get_extra_info("peername"))
         """The peer's address as ``host:port``."""
         self.name = name or self.peer
@@ -258,13 +283,21 @@ class RpcConnection:
 
     async def _read_loop(self) -> None:
         reason = "connection closed by peer"
+        data, self._initial = self._initial, b""
         try:
             while True:
-                try:
-                    data = await self._reader.read(_READ_CHUNK)
-                except OSError as exc:
-                    reason = f"connection lost: {exc}"
-                    break
+                if len(self._handlers) >= self.max_in_flight:
+                    await self._handlers.wait_below(self.max_in_flight)
+                if not data:
+                    try:
+                        async with asyncio.timeout(self.idle_timeout):
+                            data = await self._reader.read(_READ_CHUNK)
+                    except TimeoutError:
+                        reason = f"idle for {self.idle_timeout:g} s"
+                        break
+                    except OSError as exc:
+                        reason = f"connection lost: {exc}"
+                        break
                 if not data:
                     if self._decoder.buffered:
                         reason = (
@@ -279,6 +312,7 @@ class RpcConnection:
                     reason = f"protocol error: {exc}"
                     logger.warning("closing rpc connection to %s: %s", self.name, exc)
                     break
+                data = b""
                 for message in messages:
                     if message.reply_to:
                         self._requests.resolve(message, self.name)
@@ -312,13 +346,15 @@ async def connect(
     max_backoff: float = 2.0,
     registry: Registry | None = None,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    credentials: Credentials | None = None,
 ) -> RpcConnection:
-    """Open a connection to ``host:port`` and start reading.
+    """Open a connection to ``host:port``, authenticate with ``credentials`` (when
+    given) and start reading.
 
     Each attempt may take ``timeout`` seconds; a refused or timed-out attempt
     is retried up to ``retries`` more times, sleeping ``backoff`` seconds
     doubled after each attempt up to ``max_backoff``. Raises `RpcConnectError`
-    when every attempt failed.
+    when every attempt failed, or at once when the server refuses the credentials.
     """
     delay = backoff
     attempt = 0
@@ -326,7 +362,6 @@ async def connect(
         attempt += 1
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-            break
         except OSError as exc:
             cause = str(exc) or type(exc).__name__
             if attempt > retries:
@@ -338,6 +373,20 @@ async def connect(
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_backoff)
+            continue
+        break
+    leftover = b""
+    if credentials is not None:
+        try:
+            handshake = client_handshake(reader, writer, credentials)
+            leftover = await asyncio.wait_for(handshake, timeout)
+        except (HandshakeError, OSError, TimeoutError) as exc:
+            writer.close()
+            cause = str(exc) or "no answer in time"
+            raise RpcConnectError(
+                f"cannot authenticate to {host}:{port}: {cause}; every process of a cluster "
+                "needs the same cluster secret (see `streamer secret`)"
+            ) from None
     conn = RpcConnection(
         reader,
         writer,
@@ -345,6 +394,7 @@ async def connect(
         name=name or f"{host}:{port}",
         registry=registry,
         max_frame_size=max_frame_size,
+        initial=leftover,
     )
     conn.start()
     return conn
@@ -353,25 +403,37 @@ async def connect(
 class RpcServer:
     """Accepts control-plane connections; every connection gets the same handler.
 
-    Start it with ``await RpcServer.start(handler)``; it binds 127.0.0.1 unless
-    told otherwise. ``on_connect(conn)`` runs for each new connection before
-    its read loop starts (a place to add ``on_close`` callbacks).
+    Start it with ``await RpcServer.start(handler, key_for=...)``; it binds
+    127.0.0.1 unless told otherwise. ``key_for`` finds the key of a claimed
+    identity (``None`` turns authentication off: only for tests of the wire).
+    ``idle_timeout(identity)`` gives the idle timeout of an authenticated
+    connection (``None``: none). ``on_connect(conn)`` runs for each new connection
+    before its read loop starts (a place to add ``on_close`` callbacks).
     """
 
     def __init__(
         self,
         handler: Handler | None,
         *,
+        key_for: KeyLookup | None,
         name: str = "rpc",
         on_connect: Callable[[RpcConnection], None] | None = None,
         registry: Registry | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        auth_timeout: float = DEFAULT_AUTH_TIMEOUT,
+        idle_timeout: Callable[[Mapping[str, Any]], float | None] | None = None,
     ) -> None:
         self._handler = handler
         self.name = name
         self._on_connect = on_connect
         self._registry = registry
         self._max_frame_size = max_frame_size
+        self._key_for = key_for
+        self.max_connections = max_connections
+        self.auth_timeout = auth_timeout
+        self._idle_timeout = idle_timeout
+        self._handshakes: set[asyncio.Task[None]] = set()
         self._connections: set[RpcConnection] = set()
         self._server: asyncio.Server | None = None
         self._address: tuple[str, int] = ("", 0)
@@ -387,14 +449,19 @@ class RpcServer:
         on_connect: Callable[[RpcConnection], None] | None = None,
         registry: Registry | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        key_for: KeyLookup | None,
+        **limits: Any,
     ) -> RpcServer:
-        """Bind ``host:port`` (0: any free port) and start accepting."""
+        """Bind ``host:port`` (0: any free port) and start accepting; ``limits`` are
+        ``max_connections``, ``auth_timeout`` and ``idle_timeout``."""
         self = cls(
             handler,
+            key_for=key_for,
             name=name,
             on_connect=on_connect,
             registry=registry,
             max_frame_size=max_frame_size,
+            **limits,
         )
         self._server = await asyncio.start_server(self._accept, host, port)
         sockname = self._server.sockets[0].getsockname()
@@ -414,6 +481,42 @@ class RpcServer:
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = _format_address(writer.get_extra_info("peername"))
+        if len(self._connections) + len(self._handshakes) >= self.max_connections:
+            _refusals.warning("rpc server %s: refusing %s: too many connections", self.name, peer)
+            writer.transport.abort()
+            return
+        if self._key_for is None:
+            self._open(reader, writer, peer, {}, b"")
+            return
+        task = asyncio.get_running_loop().create_task(self._authenticate(reader, writer, peer))
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
+
+    async def _authenticate(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
+    ) -> None:
+        assert self._key_for is not None
+        try:
+            async with asyncio.timeout(self.auth_timeout):
+                identity, leftover = await server_handshake(reader, writer, self._key_for)
+        except (HandshakeError, OSError, TimeoutError) as exc:
+            why = str(exc) or f"no authentication within {self.auth_timeout:g} s"
+            _refusals.warning("rpc server %s: refusing %s: %s", self.name, peer, why)
+            with contextlib.suppress(OSError):
+                await asyncio.wait_for(writer.drain(), 1.0)
+            writer.transport.abort()
+            return
+        self._open(reader, writer, peer, identity, leftover)
+
+    def _open(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: str,
+        identity: Mapping[str, Any],
+        leftover: bytes,
+    ) -> None:
+        idle = self._idle_timeout(identity) if self._idle_timeout is not None else None
         conn = RpcConnection(
             reader,
             writer,
@@ -421,6 +524,9 @@ class RpcServer:
             name=f"{self.name}<-{peer}",
             registry=self._registry,
             max_frame_size=self._max_frame_size,
+            identity=identity,
+            idle_timeout=idle,
+            initial=leftover,
         )
         self._connections.add(conn)
         conn.on_close(self._connections.discard)
@@ -437,6 +543,8 @@ class RpcServer:
         """Stop accepting, close every connection and wait until done. Idempotent."""
         if self._server is not None:
             self._server.close()
+        for task in list(self._handshakes):
+            task.cancel()
         await asyncio.gather(*(c.close("server closed") for c in list(self._connections)))
         if self._server is not None:
             await self._server.wait_closed()

@@ -62,7 +62,13 @@ class CoordinatorLink:
         config = self.ctx.config
         host, port = parse_address(config["coordinator"])
         self.rpc = await connect(
-            host, port, handler, name=f"task {self.ctx}", timeout=10.0, retries=20
+            host,
+            port,
+            handler,
+            name=f"task {self.ctx}",
+            timeout=10.0,
+            retries=20,
+            credentials=self.ctx.rpc_credentials(),
         )
         self.rpc.on_close(on_lost)
         body = {**self.ctx.identity(), "data_address": data_address, "pid": os.getpid()}

@@ -121,6 +121,7 @@ class InputProcessor:
             # end of input waits for a producer under recovery: its new attempt still
             # has records for us (alignment and watermarks do leave it out)
             wait_for_unavailable=True,
+            credentials=ctx.data_credentials(),
         )
         await input_gate.start()
         return cls(ctx, input_gate, offsets, channel_input, counters)

@@ -70,7 +70,9 @@ class NetworkOutputs:
         partitions = ctx.eg.result_partitions(ctx.task_id)
         if not partitions:
             return
-        self.server = PartitionServer(ctx.config.get("bind_host", "127.0.0.1"))
+        self.server = PartitionServer(
+            ctx.config.get("bind_host", "127.0.0.1"), auth_key=ctx.data_key
+        )
         retention = retention_budget(ctx)
         writers: list[tuple[RecordWriter, Callable[[Any], Any] | None]] = []
         for rp in partitions:

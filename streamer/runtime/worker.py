@@ -10,6 +10,11 @@ SIGKILL the process and answer once it is gone.
 If the connection to the coordinator is lost the worker kills its tasks and
 exits: a worker without its coordinator has nothing to report to.
 
+Security (DESIGN.md §10): the worker holds the cluster secret and proves it to the
+coordinator; its task processes never see it. Each deployment carries keys derived
+for that attempt only (its control key and its job's data key), and the secret's
+environment variables are removed from the task processes' environment.
+
 Threading: one asyncio loop. Run with ``python -m streamer.runtime.worker`` or
 ``streamer worker``.
 """
@@ -32,6 +37,8 @@ from streamer.rpc import Message, RpcConnection, connect
 from streamer.rpc import kinds as k
 from streamer.rpc.dispatch import Dispatcher
 from streamer.runtime.warm_pool import WarmPool, task_log_path
+from streamer.security import SECRET_ENV, SECRET_FILE_ENV, cluster_secret
+from streamer.security.roles import task_keys, worker_credentials
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +66,17 @@ class Worker:
         worker_id: str | None = None,
         work_dir: str | Path | None = None,
         warm_processes: int = 2,
+        secret: bytes | None = None,
     ) -> None:
+        self.secret = cluster_secret() if secret is None else secret
         self.coordinator = coordinator
         self.slots = slots
         self.bind_host = bind_host
         self.advertise_host = advertise_host or bind_host
         self.worker_id = worker_id or f"worker-{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
         self.work_dir = Path(work_dir or Path.cwd() / "streamer-work") / self.worker_id
-        self.pool = WarmPool(warm_processes)
+        task_env = {k: v for k, v in os.environ.items() if k not in (SECRET_ENV, SECRET_FILE_ENV)}
+        self.pool = WarmPool(warm_processes, env=task_env)
         self.tasks: dict[tuple[str, str, int], RunningTask] = {}
         self.conn: RpcConnection | None = None
         self._stopped = asyncio.Event()
@@ -77,7 +87,13 @@ class Worker:
         await self.pool.start()
         host, _, port = self.coordinator.rpartition(":")
         self.conn = await connect(
-            host, int(port), self._dispatcher(), name="coordinator", timeout=5.0, retries=50
+            host,
+            int(port),
+            self._dispatcher(),
+            name="coordinator",
+            timeout=5.0,
+            retries=50,
+            credentials=worker_credentials(self.secret, self.worker_id),
         )
         self.conn.on_close(lambda _conn: self._stopped.set())
         reply = await self.conn.request(
@@ -156,6 +172,7 @@ class Worker:
             state_dir=str(self.work_dir / "state"),
         )
         deployment["config"] = config
+        deployment["keys"] = task_keys(self.secret, body["job_id"], body["task"], body["attempt"])
         proc = await self.pool.deploy(deployment)
         running = RunningTask(
             body["job_id"], body["task"], body["attempt"], proc, time.time(), asyncio.Event()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -105,9 +106,11 @@ class Stack:
             "STREAMER_COORDINATOR_PORT": str(self.rpc_port),
             "STREAMER_STATUS_PORT": str(self.status_port),
             "STREAMER_WORKER_SLOTS": "12",  # either worker can hold the whole job (10 tasks)
+            "STREAMER_CLUSTER_SECRET": secrets.token_hex(32),  # this stack's own
         }
         self.bootstrap = f"127.0.0.1:{self.kafka_port}"
-        self.client = CoordinatorClient(f"127.0.0.1:{self.rpc_port}")
+        secret = bytes.fromhex(self.env["STREAMER_CLUSTER_SECRET"])
+        self.client = CoordinatorClient(f"127.0.0.1:{self.rpc_port}", secret=secret)
         version = subprocess.run([*compose, "version"], capture_output=True, text=True, check=False)
         self.v1 = "docker-compose version 1." in version.stdout
 

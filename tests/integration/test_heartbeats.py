@@ -12,12 +12,16 @@ import pytest
 
 from streamer.coordinator.coordinator import Coordinator
 from streamer.rpc import RpcConnection, connect
+from streamer.security.roles import worker_credentials
 
 pytestmark = pytest.mark.timeout(30)
 
+SECRET = b"heartbeat-test-cluster-secret-32"
+
 
 async def _register(port: int, worker_id: str) -> RpcConnection:
-    conn = await connect("127.0.0.1", port, name=worker_id)
+    creds = worker_credentials(SECRET, worker_id)
+    conn = await connect("127.0.0.1", port, name=worker_id, credentials=creds)
     body = {"worker_id": worker_id, "host": "127.0.0.1", "pid": os.getpid(), "slots": 1}
     await conn.request("register_worker", body, timeout=5)
     return conn
@@ -39,7 +43,9 @@ def _steady_worker(port: int, registered: threading.Event, stop: threading.Event
 
 def test_a_coordinator_stall_does_not_lose_workers_but_silence_does() -> None:
     async def go() -> None:
-        coordinator = Coordinator(status_port=None, heartbeat_interval=0.2, heartbeat_timeout=1.0)
+        coordinator = Coordinator(
+            status_port=None, heartbeat_interval=0.2, heartbeat_timeout=1.0, secret=SECRET
+        )
         await coordinator.start()
         registered, stop = threading.Event(), threading.Event()
         thread = threading.Thread(

@@ -1,4 +1,8 @@
-"""The control plane's asyncio transport over real TCP sockets on 127.0.0.1."""
+"""The control plane's asyncio transport over real TCP sockets on 127.0.0.1.
+
+Servers and clients authenticate as in a cluster (a test key); the tests of raw
+peers (an evil server, a killed one) run without it, as tests of the wire.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from netlayer.protocol.handshake import Credentials
 from streamer.rpc import (
     Message,
     RpcConnectError,
@@ -29,6 +34,7 @@ from streamer.rpc import (
     connect,
     encode,
 )
+from streamer.rpc.auth import client_handshake
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -36,6 +42,12 @@ LOGGER = "streamer.rpc.transport"
 REPO = Path(__file__).resolve().parents[2]
 
 Handler = Callable[[RpcConnection, Message], Awaitable[None]]
+KEY = b"rpc-transport-test-key-32-bytes!"
+CLIENT = Credentials(KEY, {"role": "client"})
+
+
+def key_for(identity: object) -> bytes:
+    return KEY
 
 
 def run(coro: Coroutine[Any, Any, None]) -> None:
@@ -46,9 +58,9 @@ def run(coro: Coroutine[Any, Any, None]) -> None:
 
 
 async def serve(handler: Handler | None) -> tuple[RpcServer, RpcConnection]:
-    server = await RpcServer.start(handler)
+    server = await RpcServer.start(handler, key_for=key_for)
     host, port = server.address
-    client = await connect(host, port, name="test-client")
+    client = await connect(host, port, name="test-client", credentials=CLIENT)
     return server, client
 
 
@@ -254,11 +266,12 @@ def test_garbage_from_a_client_closes_its_connection(caplog: pytest.LogCaptureFi
 
     async def main() -> None:
         server = await RpcServer.start(
-            status_handler, on_connect=lambda c: c.on_close(closed.append)
+            status_handler, key_for=key_for, on_connect=lambda c: c.on_close(closed.append)
         )
         try:
             for data in garbage:
                 reader, writer = await asyncio.open_connection(*server.address)
+                assert await client_handshake(reader, writer, CLIENT) == b""
                 writer.write(data)
                 await writer.drain()
                 assert await asyncio.wait_for(reader.read(), 2) == b""  # the server hung up
@@ -396,7 +409,7 @@ async def handler(conn, msg):
     await asyncio.sleep(3600)  # never replies
 
 async def main():
-    server = await RpcServer.start(handler)
+    server = await RpcServer.start(handler, key_for=None)
     print(server.address[1], flush=True)
     await asyncio.sleep(3600)
 

@@ -26,9 +26,11 @@ from netlayer._keygroups import key_group
 from netlayer.events import CheckpointBarrier
 from netlayer.gate import ChannelInfo, InputGate, UnavailableEvent
 from netlayer.partition import RecordWriter, ResultPartition, RetentionBudget
+from netlayer.protocol.handshake import Credentials
 from netlayer.transport import PartitionServer
 
 MAX_PARALLELISM = 128
+NODE_KEY = b"k" * 32  # every connection authenticates, as in a job
 background: set[asyncio.Future[None]] = set()  # keeps the stdin reader task referenced
 
 
@@ -81,7 +83,7 @@ async def producer(args: argparse.Namespace) -> None:
         if args.retention
         else None,
     )
-    server = PartitionServer()
+    server = PartitionServer(auth_key=NODE_KEY)
     server.register(part)
     address = await server.start()
     writer = RecordWriter(part, "hash", max_parallelism=MAX_PARALLELISM)
@@ -174,7 +176,13 @@ async def consumer(args: argparse.Namespace) -> None:
         host, port, attempt = spec.split(":")
         address = (host, int(port))
         infos.append(ChannelInfo(pid_of(p), args.index, address, int(attempt), args.replay_from))
-    gate = InputGate(infos, args.attempt, credits_per_channel=args.credits, connect_timeout=10)
+    gate = InputGate(
+        infos,
+        args.attempt,
+        credits_per_channel=args.credits,
+        connect_timeout=10,
+        credentials=Credentials(NODE_KEY, {"role": "test"}),
+    )
     for ch in args.block:
         gate.block(ch)
     counts: dict[str, int] = {}

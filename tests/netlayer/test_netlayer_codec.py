@@ -216,8 +216,9 @@ def _with_crc(ftype: FrameType, payload: bytes) -> bytes:
         (FrameType.ADD_CREDIT, b"\x00\x01", "4 bytes"),
         (FrameType.BUFFER, b"\x00" * 5, "truncated Buffer"),
         (FrameType.EVENT, b"\x00" * 3, "truncated Event"),
-        (FrameType.PARTITION_REQUEST, b"\x00" * 12 + b"\x00\x05ab", "string length"),
-        (FrameType.PARTITION_REQUEST, b"\x00" * 12 + b"\x00\x01a" + b"\x00" * 3, "string length"),
+        (FrameType.PARTITION_REQUEST, b"\x00" * 28 + b"\x00\x05ab", "string length"),
+        (FrameType.PARTITION_REQUEST, b"\x00" * 28 + b"\x00\x01a" + b"\x00" * 3, "string length"),
+        (FrameType.PARTITION_REQUEST, b"\x00" * 16, "truncated PartitionRequest"),
         (FrameType.PARTITION_RESPONSE, b"\x00" * 3, "truncated PartitionResponse"),
         (FrameType.ERROR, b"\xff\xfe", "UTF-8"),
     ],
@@ -227,14 +228,19 @@ def test_well_framed_but_invalid_payloads(ftype: FrameType, payload: bytes, matc
         FrameDecoder().feed(_with_crc(ftype, payload))
 
 
-def test_a_partition_request_without_replay_from_is_the_frame_it_always_was() -> None:
-    # The version-1 layout from before replay_from existed: no trailing field.
-    payload = struct.pack(">III", 3, 7, 8) + struct.pack(">H", 9) + b"job/v#0/e"
-    old = _with_crc(FrameType.PARTITION_REQUEST, payload)
-    assert encode(PartitionRequest("job/v#0/e", 3, 7, 8)) == old
-    assert decode_all(old) == [PartitionRequest("job/v#0/e", 3, 7, 8, replay_from=None)]
-    new = _with_crc(FrameType.PARTITION_REQUEST, payload + struct.pack(">Q", 5))
-    assert encode(PartitionRequest("job/v#0/e", 3, 7, 8, replay_from=5)) == new
+def test_the_partition_request_layout_with_token_and_optional_replay_from() -> None:
+    token = bytes(range(16))
+    payload = struct.pack(">III", 3, 7, 8) + token + struct.pack(">H", 9) + b"job/v#0/e"
+    plain = _with_crc(FrameType.PARTITION_REQUEST, payload)
+    assert encode(PartitionRequest("job/v#0/e", 3, 7, 8, token=token)) == plain
+    assert decode_all(plain) == [PartitionRequest("job/v#0/e", 3, 7, 8, None, token)]
+    replay = _with_crc(FrameType.PARTITION_REQUEST, payload + struct.pack(">Q", 5))
+    assert encode(PartitionRequest("job/v#0/e", 3, 7, 8, replay_from=5, token=token)) == replay
+
+
+def test_a_token_must_be_16_bytes() -> None:
+    with pytest.raises(ValueError, match="token of 3 bytes"):
+        encode(PartitionRequest("x", 0, 0, 0, token=b"abc"))
 
 
 def test_encode_rejects_out_of_range_fields() -> None:

@@ -36,7 +36,7 @@ async def producer(
     pid: str, n: int = 1, attempt: int = 0, **kw: Any
 ) -> tuple[PartitionServer, ResultPartition]:
     part = ResultPartition(pid, n, attempt, **kw)
-    server = PartitionServer()
+    server = PartitionServer(auth_key=None)
     server.register(part)
     await server.start()
     return server, part
@@ -147,7 +147,7 @@ def test_update_to_an_attempt_the_producer_is_not_fails_after_the_timeout() -> N
 
 def test_unknown_partition_is_retried_until_registered() -> None:
     async def main() -> None:
-        server = PartitionServer()
+        server = PartitionServer(auth_key=None)
         await server.start()
         gate = InputGate([ChannelInfo("late", 0, server.address)], connect_timeout=5)
         starting = asyncio.ensure_future(gate.start())

@@ -390,7 +390,7 @@ def test_retention_off_costs_nothing_and_changes_nothing() -> None:
 
 async def producer(pid: str, **kw: Any) -> tuple[PartitionServer, ResultPartition]:
     part = ResultPartition(pid, 1, **kw)
-    server = PartitionServer()
+    server = PartitionServer(auth_key=None)
     server.register(part)
     await server.start()
     return server, part

@@ -118,7 +118,7 @@ def test_builtin_kinds_are_registered_with_their_schemas() -> None:
         "task_exited": ({"job_id", "task", "attempt", "exit_code"}, {"signal", "error"}),
         "task_hello": ({"job_id", "task", "attempt", "data_address", "pid"}, set()),
         "task_plan": ({"inputs"}, {"restore"}),
-        "task_state": ({"job_id", "task", "attempt", "state"}, {"error", "traceback"}),
+        "task_state": ({"job_id", "task", "attempt", "state"}, {"error", "traceback", "at"}),
         "consumer_failed": ({"partition_id", "subpartition"}, {"restore_checkpoint"}),
         "producer_failed": ({"gate", "channel"}, set()),
         "update_partition_info": ({"gate", "channel", "address", "attempt"}, {"dedup_from"}),
