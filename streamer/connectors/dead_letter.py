@@ -62,15 +62,16 @@ class DeadLetterWriter:
     def open(self) -> None:
         from confluent_kafka import Producer
 
-        self._producer = Producer(
-            base_config(
-                self.bootstrap_servers,
-                {"linger.ms": 5},
-                kafka_config=self.kafka_config,
-                managed={"enable.idempotence": True},
-            )
+        config = base_config(
+            self.bootstrap_servers,
+            {"linger.ms": 5},
+            kafka_config=self.kafka_config,
+            managed={"enable.idempotence": True},
         )
-        topic_partitions(self._producer, self.topic, self.bootstrap_servers, self.metadata_timeout)
+        self._producer = Producer(config)
+        topic_partitions(
+            self._producer, self.topic, self.bootstrap_servers, self.metadata_timeout, config
+        )
 
     def send(self, msg: Any, exc: Exception) -> None:
         headers = [

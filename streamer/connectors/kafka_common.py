@@ -5,17 +5,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from streamer.connectors.client_config import client_config
+from streamer.connectors.client_config import MANAGED, client_config
 from streamer.errors import ConnectorError
 
 DEFAULT_METADATA_TIMEOUT = 15.0
 
 
-def topic_partitions(client: Any, topic: str, bootstrap: str, timeout: float) -> int:
+def topic_partitions(
+    client: Any,
+    topic: str,
+    bootstrap: str,
+    timeout: float,
+    config: Mapping[str, Any] | None = None,
+) -> int:
     """Number of partitions of ``topic``, via ``client.list_topics`` (Consumer or Producer).
 
     Raises ConnectorError with one clear line when the broker cannot be reached or
-    the topic does not exist.
+    the topic does not exist; given the client's ``config``, the line says why it
+    could not connect when librdkafka knows (see ``unreachable``).
     """
     from confluent_kafka import KafkaError, KafkaException
 
@@ -25,10 +32,7 @@ def topic_partitions(client: Any, topic: str, bootstrap: str, timeout: float) ->
         err = exc.args[0] if exc.args else None
         code = err.code() if isinstance(err, KafkaError) else None
         if code in (KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN):
-            raise ConnectorError(
-                f"cannot reach Kafka at {bootstrap} within {timeout:.0f} s: check that the "
-                "broker runs and bootstrap servers are right (`streamer kafka status`)"
-            ) from None
+            raise ConnectorError(unreachable(bootstrap, timeout, config)) from None
         raise ConnectorError(
             f"cannot read metadata of topic {topic!r} at {bootstrap}: {exc}"
         ) from None
@@ -56,3 +60,61 @@ def base_config(
     component's defaults), the job's ``kafka_config`` (checked) and, winning, the
     ``managed`` settings; see ``streamer.connectors.client_config``."""
     return client_config(bootstrap, defaults=extra, kafka_config=kafka_config, managed=managed)
+
+
+def unreachable(bootstrap: str, timeout: float, config: Mapping[str, Any] | None) -> str:
+    """One line for a client that got no metadata from ``bootstrap`` within ``timeout``.
+
+    The failed call says only "transport failure"; librdkafka tells why (a failed
+    authentication, a certificate it cannot verify) to an error callback. So, given
+    the client's ``config``, ``connect_error`` asks a short-lived client with the same
+    settings, and the line carries its answer."""
+    reason = None if config is None else connect_error(config, min(timeout, 5.0))
+    if reason is not None:
+        return (
+            f"cannot reach Kafka at {bootstrap} ({reason}): check the job's kafka_config "
+            "(security.protocol, sasl.*, ssl.*)"
+        )
+    line = (
+        f"cannot reach Kafka at {bootstrap} within {timeout:.0f} s: check that the broker "
+        "runs and bootstrap servers are right (`streamer kafka status`)"
+    )
+    plaintext = str((config or {}).get("security.protocol", "plaintext")).lower() == "plaintext"
+    if config is not None and plaintext:
+        line += (
+            "; for a secured cluster, give its security.protocol and credentials in the "
+            "job's kafka_config (--kafka-config)"
+        )
+    return line
+
+
+def connect_error(config: Mapping[str, Any], timeout: float) -> str | None:
+    """Why a fresh admin client with ``config`` cannot connect, as librdkafka tells
+    its error callback (authentication, TLS); None when it connects or says nothing."""
+    from confluent_kafka import KafkaError
+    from confluent_kafka.admin import AdminClient
+
+    from streamer.connectors.health import clean_error
+
+    errors: list[Any] = []
+    skip = {"logger", "log_level", "statistics.interval.ms", *MANAGED}
+    probe: dict[str, Any] = {
+        k: v for k, v in config.items() if k not in skip and not k.endswith("_cb")
+    }
+    probe["bootstrap.servers"] = config.get("bootstrap.servers", "")
+    probe["log_level"] = 0
+    probe["error_cb"] = errors.append
+    try:
+        admin = AdminClient(probe)
+    except Exception:  # noqa: BLE001 - settings the main client took; say nothing more
+        return None
+    try:
+        admin.list_topics(timeout=timeout)
+        return None  # it works now
+    except Exception:  # noqa: BLE001 - the callback says why, if anything does
+        admin.poll(0.1)
+    useful = [e for e in errors if e.code() != KafkaError._ALL_BROKERS_DOWN]
+    if not useful:
+        return None
+    auth = (KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED)
+    return clean_error(next((e for e in useful if e.code() in auth), useful[0]).str())

@@ -136,7 +136,9 @@ class KafkaSink:
 
         self._producer = Producer(self._config)
         self.health.watch(self._producer)
-        topic_partitions(self._producer, self.topic, self.bootstrap_servers, self.metadata_timeout)
+        topic_partitions(
+            self._producer, self.topic, self.bootstrap_servers, self.metadata_timeout, self._config
+        )
         if self.delivery is Delivery.EXACTLY_ONCE:
             from confluent_kafka import Consumer
 

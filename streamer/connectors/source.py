@@ -155,7 +155,7 @@ class KafkaSource:
         config.update(self.health.callbacks())
         self._consumer = Consumer(config)
         self._num_partitions = topic_partitions(
-            self._consumer, self.topic, self.bootstrap_servers, self.metadata_timeout
+            self._consumer, self.topic, self.bootstrap_servers, self.metadata_timeout, config
         )
         if self._dead_letters is not None:
             self._dead_letters.open()
