@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from streamer.api import load_job
 from streamer.coordinator.checkpoints import CheckpointCoordinator
+from streamer.coordinator.diagnostics import DEFAULT_KAFKA_TIMEOUT, JobDiagnostics
 from streamer.coordinator.execution import ExecutionStore
 from streamer.coordinator.failover import FailoverHandler, FailoverLog, FailoverPlan, Recovery
 from streamer.coordinator.failover.individual import IndividualProtocol
@@ -87,6 +88,9 @@ class JobMaster:
         self.eg = self.job.execution_graph()
         self.handler = FailoverHandler(self.eg, config)
         self.tasks = ExecutionStore(self.eg)
+        self.diagnostics = JobDiagnostics(
+            self.tasks, config.get("kafka_timeout", DEFAULT_KAFKA_TIMEOUT)
+        )  # errors, logs and Kafka reachability of the tasks
         self.failovers = FailoverLog()
         self.losses = LossAccounting(self.eg, self.tasks, float(config.get("metrics_interval", 1)))
         self.individual = IndividualProtocol(
@@ -219,6 +223,10 @@ class JobMaster:
         task = TaskId.parse(report.task)
         if self.tasks.current(task, report.attempt) is not None:
             self.tasks.set_metrics(task, report.metrics)
+            outage = self.diagnostics.on_metrics(task, report.metrics)
+            if outage is not None and self.state == S.RUNNING and self.failure_reason is None:
+                self.failure_reason = outage  # Kafka unreachable for kafka_timeout
+                self._spawn(self._fail_job(outage))
 
     def on_task_exited(self, exited: k.TaskExited) -> None:
         task = TaskId.parse(exited.task)
@@ -242,6 +250,7 @@ class JobMaster:
         te = self.tasks.current(task, attempt)
         if te is None or te.state.is_final or te.state == S.CANCELING or self.state != S.RUNNING:
             return
+        cause = self.diagnostics.on_failure(task, attempt, cause, tb)
         error = cause.removeprefix("exception: ") if tb is not None else None
         if not cause.startswith("process "):  # it did not exit by itself: make sure
             self._spawn(self.scheduler.kill_attempt(task, attempt, te.worker_id))

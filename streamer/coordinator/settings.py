@@ -89,6 +89,7 @@ SETTINGS: dict[str, Check] = {
     "sink_commit_interval": _number(positive=True),
     "source_batch": _integer(minimum=1),
     "connect_timeout": _number(positive=True),
+    "kafka_timeout": _number(positive=True, optional=True),
     "log_level": _text("DEBUG", "INFO", "WARNING", "ERROR"),
     "from_savepoint": _text(optional=True),
 }

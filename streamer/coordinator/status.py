@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from streamer.coordinator.checkpoints import CheckpointCoordinator
+from streamer.coordinator.diagnostics import JobDiagnostics, coordinator_log
 from streamer.coordinator.execution import ExecutionStore
 from streamer.coordinator.failover import FailoverHandler, FailoverLog
 from streamer.coordinator.failover.records import FailoverRecord
@@ -30,6 +31,7 @@ class JobView(Protocol):
     handler: FailoverHandler
     scheduler: Scheduler
     checkpoints: CheckpointCoordinator
+    diagnostics: JobDiagnostics
 
     @property
     def name(self) -> str: ...
@@ -47,7 +49,9 @@ def job_status(job: JobView) -> dict[str, Any]:
         "started_at": job.started_at,
         "ended_at": job.ended_at,
         "graph": job.scheduler.graph_dict,
-        "tasks": task_rows(job.tasks, job.scheduler.slots),
+        "tasks": task_rows(job.tasks, job.scheduler.slots, job.diagnostics),
+        "kafka": job.diagnostics.kafka_summary(),
+        "coordinator_log": coordinator_log(),
         "failovers": failover_dicts(job.failovers.records),
         "checkpoints": job.checkpoints.status(),
         **totals(job.tasks),
@@ -68,7 +72,11 @@ def job_summary(job: JobView) -> dict[str, Any]:
     }
 
 
-def task_rows(store: ExecutionStore, slots: SlotPool) -> list[dict[str, Any]]:
+def task_rows(
+    store: ExecutionStore, slots: SlotPool, diagnostics: JobDiagnostics | None = None
+) -> list[dict[str, Any]]:
+    """One row per task; with ``diagnostics``, its ``recent_errors`` (all attempts) and
+    ``logs`` (where each attempt's log is) too."""
     rows = []
     for task, te in sorted(store.items()):
         worker = slots.get(te.worker_id)
@@ -88,6 +96,9 @@ def task_rows(store: ExecutionStore, slots: SlotPool) -> list[dict[str, Any]]:
                 "metrics": te.metrics,
             }
         )
+        if diagnostics is not None:
+            rows[-1]["recent_errors"] = diagnostics.recent_errors(task)
+            rows[-1]["logs"] = diagnostics.logs(task)
     return rows
 
 

@@ -7,6 +7,11 @@ the set and redeploy it restored from the last checkpoint), or that the failure
 is ``UNRECOVERABLE`` (a restart limit was reached; ``reason`` says which). The
 ``JobMaster`` carries plans out.
 
+A failure whose cause says the task cannot reach Kafka (``UNREACHABLE``: at its
+start, or as it failed, see ``coordinator.diagnostics``) is ``UNRECOVERABLE`` at
+once: a new attempt would wait for the same broker, and a job flapping through
+failovers that cannot help hides the reason.
+
 Lossless single-task recovery (``individual_recovery=lossless``, DESIGN.md §9):
 the new attempt restores the last completed checkpoint, its producers replay
 what they retained since that checkpoint's barrier (a source re-reads Kafka from
@@ -27,6 +32,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from streamer.connectors.health import UNREACHABLE
 from streamer.coordinator.failover.backoff import RestartBackoff
 from streamer.coordinator.failover.strategies import RestartIndividual, make_strategy
 from streamer.graph import ExecutionGraph, TaskId
@@ -80,6 +86,11 @@ class FailoverHandler:
     ) -> FailoverPlan:
         """What to do about ``failed`` failing at monotonic time ``now``;
         ``last_checkpoint`` is the latest completed checkpoint (0: none)."""
+        if UNREACHABLE in cause:
+            reason = (
+                f"{failed} failed: {cause} (not restarted: a new attempt cannot reach it either)"
+            )
+            return FailoverPlan(Recovery.UNRECOVERABLE, frozenset(), reason=reason)
         decision = self.backoff.decide(failed, now)
         if not decision.restart:
             return FailoverPlan(
