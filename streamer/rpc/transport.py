@@ -385,7 +385,8 @@ async def connect(
             cause = str(exc) or "no answer in time"
             raise RpcConnectError(
                 f"cannot authenticate to {host}:{port}: {cause}; every process of a cluster "
-                "needs the same cluster secret (see `streamer secret`)"
+                "needs the same cluster secret ($STREAMER_CLUSTER_SECRET, "
+                "$STREAMER_CLUSTER_SECRET_FILE or $STREAMER_HOME/cluster.secret)"
             ) from None
     conn = RpcConnection(
         reader,
