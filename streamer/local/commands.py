@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import time
@@ -27,7 +28,7 @@ from streamer.coordinator.commands import add_job_options, job_config, remember_
 from streamer.coordinator.status_http import dashboard_url
 from streamer.errors import ConfigError, StreamerError
 from streamer.local.cluster import LocalCluster
-from streamer.local.progress import FailoverPrinter, progress_line
+from streamer.local.progress import ErrorPrinter, FailoverPrinter, fit, progress_line
 from streamer.localkafka import broker_or_local
 
 if TYPE_CHECKING:
@@ -160,6 +161,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                     f"kill a task: streamer kill-task {job_id} VERTEX SUBTASK",
                     flush=True,
                 )
+                print(
+                    f"logs: streamer logs {job_id} [VERTEX SUBTASK] [--follow] "
+                    f"(files under {cluster.work_dir})",
+                    flush=True,
+                )
                 return _follow(cluster, job_id, args.duration, stop)
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -173,6 +179,8 @@ def _follow(
     last_t = started
     status: dict[str, Any] = {}
     failovers = FailoverPrinter()
+    errors = ErrorPrinter(job_id)
+    terminal = sys.stdout.isatty()
     while True:
         time.sleep(1.0)
         status = cluster.status(job_id)
@@ -181,25 +189,31 @@ def _follow(
         rate_in = (status["records_in"] - last_in) / span
         rate_out = (status["records_out"] - last_out) / span
         last_in, last_out, last_t = status["records_in"], status["records_out"], now
-        _print_lines(failovers.new_lines(status["failovers"]))
-        sys.stdout.write("\r" + progress_line(status, now - started, rate_in, rate_out))
+        _print_lines(failovers.new_lines(status["failovers"]) + errors.new_lines(status), terminal)
+        line = progress_line(status, now - started, rate_in, rate_out)
+        if terminal:  # rewritten in place: cut to the width, clear what a longer one left
+            line = "\r" + fit(line, shutil.get_terminal_size().columns - 1) + "\x1b[K"
+        else:  # a log file or a pipe: one line per update
+            line += "\n"
+        sys.stdout.write(line)
         sys.stdout.flush()
         if status["state"] in ("FINISHED", "FAILED", "CANCELED"):
             break
         if stop["now"] or (duration is not None and now - started >= duration):
-            print("\ncanceling the job ...", flush=True)
+            print("\ncanceling the job ..." if terminal else "canceling the job ...", flush=True)
             cluster.cancel(job_id)
             status = cluster.status(job_id)
             break
-    _print_lines(failovers.new_lines(status["failovers"]))
-    print(f"\njob {job_id} {status['state']}" + (
+    _print_lines(failovers.new_lines(status["failovers"]) + errors.new_lines(status), terminal)
+    print(("\n" if terminal else "") + f"job {job_id} {status['state']}" + (
         f": {status['failure_reason']}" if status.get("failure_reason") else ""
     ))  # fmt: skip
     return 1 if status["state"] == "FAILED" else 0
 
 
-def _print_lines(lines: list[str]) -> None:
-    """Print ``lines`` below the progress line; the next progress line starts below them."""
+def _print_lines(lines: list[str], terminal: bool) -> None:
+    """Print ``lines``: on a terminal below the progress line being rewritten (the next
+    one starts below them), elsewhere simply one after the other."""
     if lines:
-        sys.stdout.write("\n" + "\n".join(lines) + "\n")
+        sys.stdout.write(("\n" if terminal else "") + "\n".join(lines) + "\n")
         sys.stdout.flush()

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from streamer.local.progress import FailoverPrinter, describe_failover, progress_line
+from streamer.local.progress import (
+    ErrorPrinter,
+    FailoverPrinter,
+    describe_failover,
+    fit,
+    progress_line,
+)
 
 
 def failover(fid: int, task: str, status: str = "done", **extra: Any) -> dict[str, Any]:
@@ -108,7 +114,81 @@ def test_progress_line() -> None:
     }
     assert progress_line(status, 12.04, 400.0, 399.6) == (
         "[   12.0s] RUNNING   tasks 1/2 running  in      400/s  out      400/s  "
-        "failovers 1 (last: count#2 individual, 35 ms)"
+        "lag        -  back-pressure   0%  failovers 1 (last: count#2 individual, 35 ms)"
     )
     status["failovers"] = [failover(1, "count#2", "in_progress")]
     assert progress_line(status, 1.0, 0.0, 0.0).endswith("(last: count#2 individual, in progress)")
+
+
+def kafka_client(role: str, reachable: bool = True) -> dict[str, Any]:
+    return {"role": role, "bootstrap": "127.0.0.1:9", "reachable": reachable}
+
+
+def test_progress_line_says_kafka_is_unreachable_and_shows_lag_and_backpressure() -> None:
+    def task(name: str, role: str, ratio: float, lag: dict[str, int] | None = None) -> Any:
+        metrics: dict[str, Any] = {"backpressure": {"ratio": ratio}, "kafka": [kafka_client(role)]}
+        if lag is not None:
+            metrics["source"] = {"lag": lag}
+        return {"task": name, "state": "RUNNING", "metrics": metrics}
+
+    status: dict[str, Any] = {
+        "state": "RUNNING",
+        "tasks": [
+            task("events#0", "source events", 0.0, {"0": 1200, "2": 4}),
+            task("events#1", "source events", 0.0, {"1": 0}),
+            {"task": "count#0", "state": "RUNNING", "metrics": {"backpressure": {"ratio": 0.35}}},
+            task("sink#0", "sink counts", 0.0),
+        ],
+        "failovers": [],
+        "kafka": {"reachable": False, "unreachable_s": 14.26, "tasks": ["events#1", "sink#0"]},
+    }
+    assert progress_line(status, 42.0, 0.0, 0.0) == (
+        "[   42.0s] RUNNING   tasks 4/4 running  Kafka unreachable for 14 s (sources 1/2, "
+        "sinks 1/1)  in        0/s  out        0/s  lag    1,204  back-pressure  35% count#0  "
+        "failovers 0"
+    )
+    status["kafka"] = {"reachable": True}
+    assert "Kafka" not in progress_line(status, 43.0, 0.0, 0.0)
+
+
+def test_errors_print_once_grouped_by_text_and_at_most_five_per_update() -> None:
+    def entry(text: str, attempt: int = 0, **extra: Any) -> dict[str, Any]:
+        return {"text": text, "level": "WARNING", "logger": "x", "attempt": attempt, **extra}
+
+    down = entry("source events cannot reach Kafka at 127.0.0.1:9: all brokers are down")
+    status: dict[str, Any] = {
+        "tasks": [
+            {"task": "events#0", "recent_errors": [down]},
+            {"task": "events#1", "recent_errors": [down]},
+            {
+                "task": "count#1",
+                "recent_errors": [
+                    entry("attempt 0 failed: exception: ValueError: bad", logger="coordinator"),
+                    entry(
+                        "task count#1@1 failed",
+                        attempt=1,
+                        level="ERROR",
+                        traceback="Traceback (most recent call last):\n  ...\nValueError: bad\n",
+                    ),
+                ],
+            },
+        ]
+    }
+    printer = ErrorPrinter("job-1")
+    assert printer.new_lines(status) == [
+        "warning in events#0@0, events#1@0: source events cannot reach Kafka at 127.0.0.1:9: "
+        "all brokers are down",
+        "error in count#1@1: task count#1@1 failed: ValueError: bad",
+    ]
+    assert printer.new_lines(status) == []
+    status["tasks"][0]["recent_errors"] = [entry(f"error {i}") for i in range(7)]
+    lines = printer.new_lines(status)
+    assert lines[:5] == [f"warning in events#0@0: error {i}" for i in range(5)]
+    assert lines[5:] == [
+        "... and 2 more (streamer status job-1, streamer logs job-1 VERTEX SUBTASK)"
+    ]
+
+
+def test_a_terminal_line_is_cut_to_its_width() -> None:
+    assert fit("abcdef", 10) == "abcdef"
+    assert fit("abcdef", 4) == "abc…"
