@@ -104,14 +104,19 @@ def ensure_topics(
     from confluent_kafka.cimpl import NewTopic
 
     from streamer.connectors.client_config import client_config
+    from streamer.connectors.kafka_common import connect_error
 
     # errors: below, in one line
-    admin = AdminClient(
-        client_config(bootstrap, defaults={"log_level": 0}, kafka_config=kafka_config)
-    )
+    config = client_config(bootstrap, defaults={"log_level": 0}, kafka_config=kafka_config)
+    admin = AdminClient(config)
     try:
         existing = set(admin.list_topics(timeout=15).topics)
     except Exception:  # noqa: BLE001 - one clear line for any client failure
+        reason = connect_error(config, 5.0)  # what librdkafka told its error callback
+        if reason is not None:
+            raise StreamerError(
+                f"cannot reach Kafka at {bootstrap} ({reason}): check --kafka-config"
+            ) from None
         raise StreamerError(
             f"cannot reach Kafka at {bootstrap} within 15 s: check that the broker runs "
             "and --bootstrap-servers is right (`streamer kafka status` for the local one)"

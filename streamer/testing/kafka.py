@@ -355,14 +355,20 @@ class TopicFactory:
     """Creates uniquely named topics and deletes them all on ``cleanup()``.
 
     Usable outside pytest: ``with TopicFactory(bootstrap) as topics: name = topics.create(4)``.
+    ``client_config``: librdkafka settings for a secured cluster (as a job's ``kafka_config``).
     """
 
-    def __init__(self, bootstrap_servers: str, prefix: str = "t") -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        prefix: str = "t",
+        client_config: dict[str, Any] | None = None,
+    ) -> None:
         from confluent_kafka.admin import AdminClient
 
         self.bootstrap_servers = bootstrap_servers
         self.prefix = prefix
-        self.admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+        self.admin = AdminClient({**(client_config or {}), "bootstrap.servers": bootstrap_servers})
         self.created: list[str] = []
 
     def create(
@@ -420,15 +426,19 @@ def produce_records(
     records: list[tuple[Any, Any]] | list[tuple[Any, Any, int]],
     *,
     raw: bool = False,
+    client_config: dict[str, Any] | None = None,
 ) -> None:
     """Write ``(key, value)`` or ``(key, value, partition)`` tuples and wait until stored.
 
     Keys are str-encoded and values orjson-encoded unless ``raw`` (then both are bytes).
+    ``client_config``: librdkafka settings for a secured cluster.
     """
     import orjson
     from confluent_kafka import Producer
 
-    producer = Producer({"bootstrap.servers": bootstrap_servers, "linger.ms": 5})
+    producer = Producer(
+        {**(client_config or {}), "bootstrap.servers": bootstrap_servers, "linger.ms": 5}
+    )
     errors: list[str] = []
 
     def done(err: Any, _msg: Any) -> None:
@@ -472,17 +482,20 @@ def read_topic(
     read_committed: bool = True,
     timeout: float = 30.0,
     idle: float = 1.0,
+    client_config: dict[str, Any] | None = None,
 ) -> list[ReadRecord]:
     """Every record of ``topic`` from the beginning, raw, in (partition, offset) order.
 
     Stops when ``expected`` records were read (and ``idle`` more seconds brought no
     extra record), or, without ``expected``, after ``idle`` seconds with nothing new.
     Raises ``TimeoutError`` when ``expected`` is not reached within ``timeout``.
+    ``client_config``: librdkafka settings for a secured cluster.
     """
     from confluent_kafka import Consumer, TopicPartition
 
     consumer: Any = Consumer(
         {
+            **(client_config or {}),
             "bootstrap.servers": bootstrap_servers,
             "group.id": f"reader-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
