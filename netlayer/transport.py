@@ -34,6 +34,7 @@ import dataclasses
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
+from ssl import SSLContext
 from typing import TYPE_CHECKING, Protocol
 
 from netlayer.logs import RateLimitedLog
@@ -240,6 +241,7 @@ class PartitionServer:
     unknown partition is answered with an `Error` frame; consumers retry).
     ``auth_key``: the job's data key; every connection must prove it holds it
     (``None`` turns authentication off: for tests and benchmarks of the wire only).
+    ``ssl``: serve TLS (mutual, when the context requires client certificates).
     """
 
     def __init__(
@@ -251,8 +253,10 @@ class PartitionServer:
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         auth_timeout: float = DEFAULT_AUTH_TIMEOUT,
+        ssl: SSLContext | None = None,
     ) -> None:
         self.host = host
+        self.ssl = ssl
         self.port = port
         self.auth_key = auth_key
         self.max_frame_size = max_frame_size
@@ -275,7 +279,7 @@ class PartitionServer:
     async def start(self) -> Address:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: ProducerConnection(self), self.host, self.port, reuse_address=True
+            lambda: ProducerConnection(self), self.host, self.port, reuse_address=True, ssl=self.ssl
         )
         self.port = self._server.sockets[0].getsockname()[1]
         return self.address
@@ -451,10 +455,13 @@ class ChannelConnection(asyncio.Protocol):
             t.abort()
 
 
-async def open_channel(address: Address, factory: Callable[[], ChannelConnection]) -> None:
-    """Open a TCP connection to ``address`` with the given `ChannelConnection` factory."""
+async def open_channel(
+    address: Address, factory: Callable[[], ChannelConnection], ssl: SSLContext | None = None
+) -> None:
+    """Open a TCP (or, with ``ssl``, TLS) connection to ``address`` with the given
+    `ChannelConnection` factory."""
     loop = asyncio.get_running_loop()
-    await loop.create_connection(factory, address[0], address[1])
+    await loop.create_connection(factory, address[0], address[1], ssl=ssl)
 
 
 async def retry_until(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from ssl import SSLContext
 
 from netlayer.gate.channel import HandshakeFailed, InputChannel
 from netlayer.gate.states import ChannelEvent, ChannelState
@@ -41,9 +42,11 @@ class ChannelConnector:
         connect_timeout: float,
         max_frame_size: int,
         credentials: Credentials | None = None,
+        ssl: SSLContext | None = None,
     ) -> None:
         self.consumer_attempt = consumer_attempt
         self.credentials = credentials
+        self.ssl = ssl
         self.credits_per_channel = credits_per_channel
         self.connect_timeout = connect_timeout
         self.max_frame_size = max_frame_size
@@ -98,7 +101,7 @@ class ChannelConnector:
             ch._drop_connection()
             handshake: asyncio.Future[int] = loop.create_future()
             ch._handshake = handshake
-            await open_channel(ch.address, factory)
+            await open_channel(ch.address, factory, self.ssl)
             await handshake
 
         deadline = loop.time() + self.connect_timeout

@@ -17,6 +17,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
+from ssl import SSLContext
 from typing import Any
 
 from netlayer.events import EndOfPartition
@@ -47,7 +48,7 @@ class InputGate:
     ``consumer_attempt`` is this task's attempt number (sent in every
     `PartitionRequest`); ``credentials`` authenticate every connection to a
     producer (the job's data key; None only against producers without
-    authentication); ``credits_per_channel`` is the number of receive
+    authentication), ``ssl`` makes them TLS; ``credits_per_channel`` is the number of receive
     buffers per channel, i.e. how many buffers a producer may have in flight.
 
     End of input: `is_finished` becomes (and stays) True once every *available*
@@ -66,6 +67,7 @@ class InputGate:
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         wait_for_unavailable: bool = False,
         credentials: Credentials | None = None,
+        ssl: SSLContext | None = None,
     ) -> None:
         if not channels:
             raise ValueError("an input gate needs at least one channel")
@@ -76,7 +78,12 @@ class InputGate:
         self.wait_for_unavailable = wait_for_unavailable
         self.channels = [InputChannel(self, i, info) for i, info in enumerate(channels)]
         self.connector = ChannelConnector(
-            consumer_attempt, credits_per_channel, connect_timeout, max_frame_size, credentials
+            consumer_attempt,
+            credits_per_channel,
+            connect_timeout,
+            max_frame_size,
+            credentials,
+            ssl,
         )
         self.channel_provider = CachedChannelProvider(self)
         self.is_finished = False

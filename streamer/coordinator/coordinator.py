@@ -37,6 +37,7 @@ from streamer.rpc import kinds as k
 from streamer.rpc.dispatch import Dispatcher
 from streamer.security import cluster_secret
 from streamer.security.roles import CLIENT, authorize, coordinator_keys
+from streamer.security.tls import server_ssl
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class Coordinator:
             name="coordinator",
             key_for=coordinator_keys(self.secret),
             idle_timeout=self._idle_timeout,
+            ssl=server_ssl(),
         )
         self.port = self.server.address[1]
         if self.status is not None:

@@ -12,6 +12,7 @@ from typing import Any
 from streamer.rpc.transport import connect
 from streamer.security import cluster_secret
 from streamer.security.roles import client_credentials
+from streamer.security.tls import client_ssl
 
 
 class CoordinatorClient:
@@ -26,6 +27,7 @@ class CoordinatorClient:
         self.host, self.port = host, int(port)
         self.timeout = timeout
         self.credentials = client_credentials(cluster_secret() if secret is None else secret)
+        self.ssl = client_ssl()
 
     def call(self, kind: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         async def go() -> dict[str, Any]:
@@ -36,6 +38,7 @@ class CoordinatorClient:
                 name="coordinator",
                 timeout=5.0,
                 credentials=self.credentials,
+                ssl=self.ssl,
             )
             try:
                 reply = await conn.request(kind, body or {}, timeout=self.timeout)

@@ -50,6 +50,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from ssl import SSLContext
 from typing import Any
 
 from netlayer.logs import RateLimitedLog
@@ -347,6 +348,7 @@ async def connect(
     registry: Registry | None = None,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     credentials: Credentials | None = None,
+    ssl: SSLContext | None = None,
 ) -> RpcConnection:
     """Open a connection to ``host:port``, authenticate with ``credentials`` (when
     given) and start reading.
@@ -355,14 +357,17 @@ async def connect(
     is retried up to ``retries`` more times, sleeping ``backoff`` seconds
     doubled after each attempt up to ``max_backoff``. Raises `RpcConnectError`
     when every attempt failed, or at once when the server refuses the credentials.
+    ``ssl``: TLS (`streamer.security.tls`) under the handshake.
     """
     delay = backoff
     attempt = 0
     while True:
         attempt += 1
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-        except OSError as exc:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port, ssl=ssl), timeout
+            )
+        except OSError as exc:  # (ssl.SSLError is an OSError: a failed TLS handshake)
             cause = str(exc) or type(exc).__name__
             if attempt > retries:
                 raise RpcConnectError(
@@ -451,6 +456,7 @@ class RpcServer:
         registry: Registry | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         key_for: KeyLookup | None,
+        ssl: SSLContext | None = None,
         **limits: Any,
     ) -> RpcServer:
         """Bind ``host:port`` (0: any free port) and start accepting; ``limits`` are
@@ -464,7 +470,7 @@ class RpcServer:
             max_frame_size=max_frame_size,
             **limits,
         )
-        self._server = await asyncio.start_server(self._accept, host, port)
+        self._server = await asyncio.start_server(self._accept, host, port, ssl=ssl)
         sockname = self._server.sockets[0].getsockname()
         self._address = (str(sockname[0]), int(sockname[1]))
         logger.debug("rpc server %s listening on %s", name, _format_address(self._address))

@@ -28,6 +28,7 @@ from typing import Any
 from streamer.rpc import Message, RpcConnection, RpcRemoteError, TaskState, connect
 from streamer.rpc.kinds import STALE_ATTEMPT
 from streamer.runtime.task_context import TaskContext, parse_address
+from streamer.security.tls import client_ssl
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class CoordinatorLink:
             timeout=10.0,
             retries=20,
             credentials=self.ctx.rpc_credentials(),
+            ssl=client_ssl(),
         )
         self.rpc.on_close(on_lost)
         body = {**self.ctx.identity(), "data_address": data_address, "pid": os.getpid()}

@@ -43,6 +43,7 @@ from streamer.runtime.snapshots import TaskSnapshotter
 from streamer.runtime.task_context import TaskContext, parse_address
 from streamer.runtime.task_metrics import Counters
 from streamer.runtime.watermark_output import WatermarkOutput
+from streamer.security.tls import client_ssl
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,7 @@ class InputProcessor:
             # has records for us (alignment and watermarks do leave it out)
             wait_for_unavailable=True,
             credentials=ctx.data_credentials(),
+            ssl=client_ssl(),
         )
         await input_gate.start()
         return cls(ctx, input_gate, offsets, channel_input, counters)

@@ -36,6 +36,7 @@ from netlayer.transport import PartitionServer
 from streamer.connectors import Delivery, KafkaSink
 from streamer.graph import Partitioner
 from streamer.runtime.task_context import TaskContext
+from streamer.security.tls import server_ssl
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class NetworkOutputs:
         if not partitions:
             return
         self.server = PartitionServer(
-            ctx.config.get("bind_host", "127.0.0.1"), auth_key=ctx.data_key
+            ctx.config.get("bind_host", "127.0.0.1"), auth_key=ctx.data_key, ssl=server_ssl()
         )
         retention = retention_budget(ctx)
         writers: list[tuple[RecordWriter, Callable[[Any], Any] | None]] = []

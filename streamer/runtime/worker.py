@@ -39,6 +39,7 @@ from streamer.rpc.dispatch import Dispatcher
 from streamer.runtime.warm_pool import WarmPool, task_log_path
 from streamer.security import SECRET_ENV, SECRET_FILE_ENV, cluster_secret
 from streamer.security.roles import task_keys, worker_credentials
+from streamer.security.tls import client_ssl
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ class Worker:
             timeout=5.0,
             retries=50,
             credentials=worker_credentials(self.secret, self.worker_id),
+            ssl=client_ssl(),
         )
         self.conn.on_close(lambda _conn: self._stopped.set())
         reply = await self.conn.request(
