@@ -7,6 +7,7 @@ import time
 
 from streamer.errors import LocalKafkaError
 from streamer.localkafka.broker import (
+    BrokerInfo,
     LocalKafka,
     is_our_broker,
     read_state,
@@ -25,6 +26,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     start.add_argument("--data-dir", help="data directory (default: under $STREAMER_HOME/run)")
     start.add_argument("--keep-data", action="store_true", help="keep the data on stop")
     start.add_argument("--timeout", type=float, default=90.0, help="start timeout in seconds")
+    start.add_argument("--sasl-ssl", action="store_true",
+                       help="also a SASL_SSL listener (SCRAM-SHA-512, a test CA); prints the "
+                            "client settings file for --kafka-config")  # fmt: skip
+    start.add_argument("--sasl-ssl-port", type=int,
+                       help="port of the SASL_SSL listener (default: a free one)")  # fmt: skip
     start.set_defaults(func=cmd_start)
     stop = ksub.add_parser("stop", help="stop the broker started by `streamer kafka start`")
     stop.add_argument("--keep-data", action="store_true", help="keep its data directory")
@@ -47,13 +53,22 @@ def cmd_start(args: argparse.Namespace) -> int:
         keep_data=args.keep_data,
         start_timeout=args.timeout,
         die_with_parent=False,
+        sasl_ssl=args.sasl_ssl,
+        sasl_ssl_port=args.sasl_ssl_port,
     )
     started = time.monotonic()
     bootstrap = broker.start()
     write_state(broker.info())
     print(f"Kafka broker started in {time.monotonic() - started:.1f} s (pid {broker.info().pid})")
     print(f"bootstrap servers: {bootstrap}")
+    _print_secured(broker.info())
     return 0
+
+
+def _print_secured(info: BrokerInfo) -> None:
+    if info.sasl_ssl_bootstrap:
+        print(f"SASL_SSL (SCRAM-SHA-512) bootstrap servers: {info.sasl_ssl_bootstrap}")
+        print(f"client settings: {info.client_properties} (--kafka-config)")
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
@@ -91,4 +106,5 @@ def cmd_status(args: argparse.Namespace) -> int:
         answer = f"not answering ({exc})"
     print(f"local Kafka broker: pid {info.pid} at {info.bootstrap_servers}, {answer}")
     print(f"data: {info.data_dir}")
+    _print_secured(info)
     return 0
