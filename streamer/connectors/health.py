@@ -147,6 +147,7 @@ class KafkaHealth:
 
 
 HINT = "check that the broker runs and the bootstrap servers are right"
+SECURITY_HINT = "check the job's kafka_config (security.protocol, sasl.*, ssl.*)"
 
 
 def probe(
@@ -154,13 +155,16 @@ def probe(
     timeout: float = 15.0,
     config: dict[str, Any] | None = None,
     hint: str = HINT,
+    security_hint: str = SECURITY_HINT,
 ) -> Any:
     """Cluster metadata from ``bootstrap`` (``AdminClient.list_topics``), or
     ``ConnectorError`` with one line ending in ``hint``: at once when every broker
-    refuses or cannot be resolved, after ``timeout`` seconds when none answers."""
+    refuses or cannot be resolved, after ``timeout`` seconds when none answers. A
+    failed authentication or TLS handshake (at once too) ends in ``security_hint``."""
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient
 
+    auth = (KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED)
     errors: list[Any] = []
     settings: dict[str, Any] = {**(config or {}), "bootstrap.servers": bootstrap}
     settings.update(log_level=0, error_cb=errors.append)  # errors: below, in one line
@@ -173,8 +177,11 @@ def probe(
             pass
         admin.poll(0)
         causes = [e for e in errors if e.code() != KafkaError._ALL_BROKERS_DOWN]
-        all_down = any(e.code() == KafkaError._ALL_BROKERS_DOWN for e in errors)
-        if all_down and causes:
+        security = [e for e in causes if e.code() in auth]
+        if security:
+            why = clean_error(security[0].str())
+            raise ConnectorError(f"{UNREACHABLE} at {bootstrap} ({why}): {security_hint}")
+        if causes and any(e.code() == KafkaError._ALL_BROKERS_DOWN for e in errors):
             why = clean_error(causes[-1].str())
             raise ConnectorError(f"{UNREACHABLE} at {bootstrap} ({why}): {hint}")
         if time.monotonic() >= deadline:

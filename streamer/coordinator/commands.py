@@ -102,6 +102,8 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("submit", help="submit a job to a running coordinator")
     add_job_options(p)
     p.add_argument("--coordinator", help="HOST:PORT")
+    p.add_argument("--no-broker-check", action="store_true",
+                   help="submit without checking first that Kafka answers here")  # fmt: skip
     p.set_defaults(func=cmd_submit)
 
     for name, func, helptext in (
@@ -142,7 +144,18 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     if not args.bootstrap_servers:
         raise ConfigError("submit needs --bootstrap-servers (the job's Kafka cluster)")
-    job_id = client(args).submit(args.job, job_config(args, args.bootstrap_servers))
+    config = job_config(args, args.bootstrap_servers)
+    if not args.no_broker_check:  # a dead broker is refused here, not after failovers
+        from streamer.connectors.client_config import client_config
+        from streamer.connectors.health import probe
+
+        hint = (
+            "check that the broker runs and --bootstrap-servers is right, or pass "
+            "--no-broker-check when only the workers can reach it"
+        )
+        settings = client_config(args.bootstrap_servers, kafka_config=config.get("kafka_config"))
+        probe(args.bootstrap_servers, 15.0, settings, hint=hint)
+    job_id = client(args).submit(args.job, config)
     print(job_id)
     return 0
 

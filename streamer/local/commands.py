@@ -26,10 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 from streamer.coordinator.commands import add_job_options, job_config, remember_address
 from streamer.coordinator.status_http import dashboard_url
-from streamer.errors import ConfigError, StreamerError
+from streamer.errors import ConfigError
 from streamer.local.cluster import LocalCluster
 from streamer.local.progress import ErrorPrinter, FailoverPrinter, fit, progress_line
 from streamer.localkafka import broker_or_local
+
+BROKER_HINT = (
+    "check that the broker runs and --bootstrap-servers is right "
+    "(`streamer kafka status` for the local one)"
+)
 
 if TYPE_CHECKING:
     from streamer.api import Job
@@ -104,23 +109,15 @@ def ensure_topics(
     from confluent_kafka.cimpl import NewTopic
 
     from streamer.connectors.client_config import client_config
-    from streamer.connectors.kafka_common import connect_error
+    from streamer.connectors.health import probe
 
-    # errors: below, in one line
     config = client_config(bootstrap, defaults={"log_level": 0}, kafka_config=kafka_config)
+    # one line at once for a refused, unknown or unauthenticated broker; 15 s for a silent one
+    metadata = probe(
+        bootstrap, 15.0, config, hint=BROKER_HINT, security_hint="check --kafka-config"
+    )
+    existing = set(metadata.topics)
     admin = AdminClient(config)
-    try:
-        existing = set(admin.list_topics(timeout=15).topics)
-    except Exception:  # noqa: BLE001 - one clear line for any client failure
-        reason = connect_error(config, 5.0)  # what librdkafka told its error callback
-        if reason is not None:
-            raise StreamerError(
-                f"cannot reach Kafka at {bootstrap} ({reason}): check --kafka-config"
-            ) from None
-        raise StreamerError(
-            f"cannot reach Kafka at {bootstrap} within 15 s: check that the broker runs "
-            "and --bootstrap-servers is right (`streamer kafka status` for the local one)"
-        ) from None
     missing = [t for t in topics if t not in existing]
     if not missing:
         return

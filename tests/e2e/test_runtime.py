@@ -155,8 +155,9 @@ def test_run_with_a_missing_topic_is_one_clear_line(tmp_path: Path, kafka_bootst
         ),
         (
             [],
-            "error: cannot reach Kafka at 127.0.0.1:1 within 15 s: check that the broker runs "
-            "and --bootstrap-servers is right (`streamer kafka status` for the local one)",
+            "error: cannot reach Kafka at 127.0.0.1:1 (Connect to ipv4#127.0.0.1:1 failed: "
+            "Connection refused): check that the broker runs and --bootstrap-servers is right "
+            "(`streamer kafka status` for the local one)",
         ),
     ],
 )
