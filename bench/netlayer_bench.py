@@ -4,6 +4,7 @@ Run::
 
     .venv/bin/python -m bench.netlayer_bench            # full run (~1 minute)
     .venv/bin/python -m bench.netlayer_bench --quick    # smaller, for a smoke check
+    .venv/bin/python -m bench.netlayer_bench --tls      # every connection over mutual TLS
 
 It prints, with ~100-byte dict records, over loopback TCP between OS processes:
 
@@ -17,7 +18,10 @@ It prints, with ~100-byte dict records, over loopback TCP between OS processes:
 With one subpartition (1->1) the hash partitioner has nothing to choose, so no
 key group is computed; the 4->4 figure includes key-group hashing of every key.
 
-Each figure is the median over ``--repeat`` runs. Not part of the test suite.
+Every connection authenticates (the handshake of `netlayer.protocol.handshake`), as in
+a job; with ``--tls`` it also runs over mutual TLS (`streamer.security.tls`, a throwaway
+CA made with ``openssl``). Each figure is the median over ``--repeat`` runs. Not part
+of the test suite.
 """
 
 from __future__ import annotations
@@ -28,8 +32,11 @@ import multiprocessing as mp
 import os
 import statistics
 import sys
+import tempfile
 import time
 from multiprocessing.connection import Connection
+from pathlib import Path
+from ssl import SSLContext
 from typing import Any
 
 import orjson
@@ -38,6 +45,7 @@ from netlayer.gate import ChannelInfo, InputGate
 from netlayer.partition import RecordWriter, ResultPartition
 from netlayer.protocol.handshake import Credentials
 from netlayer.transport import PartitionServer
+from streamer.security.tls import TlsConfig, make_test_pki
 
 MAX_PARALLELISM = 128
 BENCH_KEY = b"k" * 32  # every connection authenticates, as in a job
@@ -85,8 +93,10 @@ def producer_main(
     rate: float,
     buffer_timeout: float,
     ctl: Connection,
+    tls: TlsConfig | None = None,
 ) -> None:
-    asyncio.run(_producer(index, n_consumers, n_records, rate, buffer_timeout, ctl))
+    ssl = tls.server_context() if tls is not None else None
+    asyncio.run(_producer(index, n_consumers, n_records, rate, buffer_timeout, ctl, ssl))
 
 
 async def _producer(
@@ -96,9 +106,10 @@ async def _producer(
     rate: float,
     buffer_timeout: float,
     ctl: Connection,
+    ssl: SSLContext | None,
 ) -> None:
     part = ResultPartition(_pid(index), n_consumers, buffer_timeout=buffer_timeout)
-    server = PartitionServer(auth_key=BENCH_KEY)
+    server = PartitionServer(auth_key=BENCH_KEY, ssl=ssl)
     server.register(part)
     ctl.send(await server.start())
     loop = asyncio.get_running_loop()
@@ -140,16 +151,28 @@ async def _producer(
 
 
 def consumer_main(
-    index: int, addresses: list[tuple[str, int]], latency: bool, expected: int, ctl: Connection
+    index: int,
+    addresses: list[tuple[str, int]],
+    latency: bool,
+    expected: int,
+    ctl: Connection,
+    tls: TlsConfig | None = None,
 ) -> None:
-    asyncio.run(_consumer(index, addresses, latency, expected, ctl))
+    ssl = tls.client_context() if tls is not None else None
+    asyncio.run(_consumer(index, addresses, latency, expected, ctl, ssl))
 
 
 async def _consumer(
-    index: int, addresses: list[tuple[str, int]], latency: bool, expected: int, ctl: Connection
+    index: int,
+    addresses: list[tuple[str, int]],
+    latency: bool,
+    expected: int,
+    ctl: Connection,
+    ssl: SSLContext | None,
 ) -> None:
     infos = [ChannelInfo(_pid(p), index, addr) for p, addr in enumerate(addresses)]
-    gate = InputGate(infos, credentials=Credentials(BENCH_KEY, {"role": "bench"}))
+    creds = Credentials(BENCH_KEY, {"role": "bench"})
+    gate = InputGate(infos, credentials=creds, ssl=ssl)
     await gate.start()
     ctl.send("ready")
     n = 0
@@ -176,7 +199,13 @@ async def _consumer(
 
 
 def run_exchange(
-    n_prod: int, n_cons: int, n_records: int, *, rate: float = 0.0, buffer_timeout: float = 0.005
+    n_prod: int,
+    n_cons: int,
+    n_records: int,
+    *,
+    rate: float = 0.0,
+    buffer_timeout: float = 0.005,
+    tls: TlsConfig | None = None,
 ) -> dict[str, Any]:
     """One exchange run; returns records/s, MB/s and latency samples."""
     ctx = mp.get_context("spawn")
@@ -187,7 +216,7 @@ def run_exchange(
         for p in range(n_prod):
             parent, child = ctx.Pipe()
             proc = ctx.Process(
-                target=producer_main, args=(p, n_cons, n_records, rate, buffer_timeout, child)
+                target=producer_main, args=(p, n_cons, n_records, rate, buffer_timeout, child, tls)
             )
             proc.start()
             procs.append(proc)
@@ -196,7 +225,8 @@ def run_exchange(
         for c in range(n_cons):
             parent, child = ctx.Pipe()
             proc = ctx.Process(
-                target=consumer_main, args=(c, addresses, rate > 0, n_prod * n_records, child)
+                target=consumer_main,
+                args=(c, addresses, rate > 0, n_prod * n_records, child, tls),
             )
             proc.start()
             procs.append(proc)
@@ -247,19 +277,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="fewer records and repeats")
     ap.add_argument("--timeouts", default="0.001,0.005", help="buffer_timeout values (s)")
     ap.add_argument("--low-rate", type=float, default=10_000, help="records/s; 0 to skip")
+    ap.add_argument("--tls", action="store_true", help="every connection over mutual TLS")
     args = ap.parse_args(argv)
+    tls = make_test_pki(Path(tempfile.mkdtemp(prefix="netlayer-bench-pki-"))) if args.tls else None
     if args.quick:
         args.records, args.repeat = 500_000, 1
     timeouts = [float(x) for x in args.timeouts.split(",")]
 
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, orjson {orjson.__version__}")
+    print("connections: authenticated" + (", mutual TLS" if tls else ", plaintext"))
     print(f"record: {len(orjson.dumps(make_records(1)[0]))} bytes of JSON (+4 length bytes)")
     ceil = statistics.median(ceiling() for _ in range(args.repeat))
     print(f"in-process ceiling (orjson dumps+loads): {ceil:,.0f} records/s")
 
     best_1 = 0.0
     for n_prod, n_cons, n_records in ((1, 1, args.records), (4, 4, args.records // 4)):
-        runs = [run_exchange(n_prod, n_cons, n_records) for _ in range(args.repeat)]
+        runs = [run_exchange(n_prod, n_cons, n_records, tls=tls) for _ in range(args.repeat)]
         rps = statistics.median(r["records_per_s"] for r in runs)
         mbs = statistics.median(r["mb_per_s"] for r in runs)
         if n_prod == 1:
@@ -277,7 +310,10 @@ def main(argv: list[str] | None = None) -> None:
             continue
         for bt in timeouts:
             n = int(r * seconds)
-            runs = [run_exchange(1, 1, n, rate=r, buffer_timeout=bt) for _ in range(args.repeat)]
+            runs = [
+                run_exchange(1, 1, n, rate=r, buffer_timeout=bt, tls=tls)
+                for _ in range(args.repeat)
+            ]
             p50 = statistics.median(_pct(x["hist"], 0.50) for x in runs) * 1e3
             p99 = statistics.median(_pct(x["hist"], 0.99) for x in runs) * 1e3
             got = statistics.median(x["records_per_s"] for x in runs)
