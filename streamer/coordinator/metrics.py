@@ -49,8 +49,8 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "Records the task emitted (to its consumers or Kafka)",
         TASK,
     ),
-    "streamer_task_bytes_in": ("counter", "Bytes the task read", TASK),
-    "streamer_task_bytes_out": ("counter", "Bytes the task emitted", TASK),
+    "streamer_task_input_bytes": ("counter", "Bytes the task read", TASK),
+    "streamer_task_output_bytes": ("counter", "Bytes the task emitted", TASK),
     "streamer_task_records_processed": (
         "counter",
         "Records the task's operator chain processed",
@@ -117,6 +117,16 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "streamer_job_tasks_running": (
         "gauge",
         "Tasks of the job whose current attempt runs",
+        ("job",),
+    ),
+    "streamer_job_kafka_reachable": (
+        "gauge",
+        "1 when every running task reaches Kafka, 0 while some cannot",
+        ("job",),
+    ),
+    "streamer_job_kafka_unreachable_seconds": (
+        "gauge",
+        "How long the longest current Kafka outage of a task has lasted (0: none)",
         ("job",),
     ),
     "streamer_job_checkpoints": (
@@ -245,6 +255,10 @@ def job_metrics(out: _Families, status: dict[str, Any], now: float) -> None:
     out.add("streamer_job_tasks_running", (job,), sum(t["state"] == "RUNNING" for t in tasks))
     for row in tasks:
         task_metrics(out, job, row, now)
+    kafka = status.get("kafka")
+    if kafka is not None:
+        out.add("streamer_job_kafka_reachable", (job,), 1 if kafka.get("reachable") else 0)
+        out.add("streamer_job_kafka_unreachable_seconds", (job,), kafka.get("unreachable_s", 0))
     checkpoint_metrics(out, job, status.get("checkpoints") or {})
     failover_metrics(out, job, status.get("failovers") or [])
 
@@ -265,8 +279,8 @@ def task_metrics(out: _Families, job: str, row: dict[str, Any], now: float) -> N
     bytes_out = sink.get("bytes_out", 0) + sum(p.get("bytes_out", 0) for p in partitions)
     out.add("streamer_task_records_in", labels, records_in)
     out.add("streamer_task_records_out", labels, records_out)
-    out.add("streamer_task_bytes_in", labels, bytes_in)
-    out.add("streamer_task_bytes_out", labels, bytes_out)
+    out.add("streamer_task_input_bytes", labels, bytes_in)
+    out.add("streamer_task_output_bytes", labels, bytes_out)
     out.add("streamer_task_records_processed", labels, m.get("records_processed", 0))
     dropped = sum(sum(p.get("dropped", ())) for p in partitions)
     out.add("streamer_task_records_dropped", labels, dropped)
