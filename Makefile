@@ -11,7 +11,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo demo-connectors test lint unit images clean-venv
+.PHONY: setup demo demo-connectors test lint unit images browser clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ test: setup lint
 # built without any image registry; starts (and then stops) a Docker engine if none answers.
 images: setup
 	$(BIN)/python -m scripts.engine run -- $(BIN)/python -m scripts.images
+
+# Debian's chromium for the dashboard test (make test does this too; installs it as root)
+browser: $(STAMP)
+	$(BIN)/python -m scripts.browser
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

@@ -1,5 +1,7 @@
 """The tests of ``make test`` (after setup and lint), in two parts where Docker can run.
 
+0. **browser**: Debian's chromium for the dashboard test, found or installed as root
+   (``scripts.browser``); without it that test is skipped with the reason.
 1. **engine**: a Docker engine that answers, or one installed (Debian's docker.io,
    debootstrap, docker-compose) and started here (``scripts.engine``); or the reason
    none can run (not root, no apt-get, ...).
@@ -140,6 +142,7 @@ def remove_our_containers(env: Mapping[str, str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from scripts.browser import prepare_test_environment
     from scripts.engine import Engine, NoEngine, ensure_engine
     from scripts.images import KAFKA_IMAGE, STREAMER_IMAGE, ImageError, ensure_images
 
@@ -152,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     no_engine = ""
     codes: list[int] = []
     try:
+        started = time.monotonic()
+        browser = prepare_test_environment()
+        steps.append(Step("browser", time.monotonic() - started, browser))
         started = time.monotonic()
         try:
             engine = ensure_engine()
