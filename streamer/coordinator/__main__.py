@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 from typing import Any
 
 from streamer.api.loader import drop_working_directory_from_path
 from streamer.coordinator.coordinator import Coordinator, write_ready_file
 from streamer.coordinator.status_http import dashboard_url
+from streamer.state.roots import STATE_ROOTS_ENV, StateRoots
 
 
 def add_arguments(parser: Any) -> None:
@@ -23,12 +25,20 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--heartbeat-interval", type=float, default=1.0)
     parser.add_argument("--heartbeat-timeout", type=float, default=6.0)
     parser.add_argument("--ready-file", help="write the bound addresses here as JSON")
+    parser.add_argument("--state-root", action="append", metavar="DIR",
+                        help="checkpoints and savepoints must lie under this directory "
+                             "(repeatable; relative paths go under the first; default "
+                             f"${STATE_ROOTS_ENV}, else $STREAMER_HOME/checkpoints)")  # fmt: skip
 
 
 def run_coordinator(args: Any) -> int:
     # job modules come from PYTHONPATH or an installed package, never from where
     # the coordinator happened to be started (`python -m` puts that first on sys.path)
     drop_working_directory_from_path()
+    if getattr(args, "state_root", None):  # job masters read the roots from the environment
+        roots = StateRoots.of(args.state_root)
+        os.environ[STATE_ROOTS_ENV] = os.pathsep.join(str(r) for r in roots.roots)
+    logging.getLogger(__name__).info("state roots: %s", StateRoots.from_env().describe())
 
     async def go() -> None:
         coordinator = Coordinator(

@@ -8,6 +8,11 @@ tasks are told ``checkpoint_complete`` (sinks commit their transactions then and
 report ``checkpoint_committed``). A checkpoint that times out or loses a task is
 aborted and counted.
 
+Manifests are signed with a key derived from the cluster secret (see
+``streamer.state.manifest``): a checkpoint or savepoint this cluster did not
+write, or that was modified, is never restored from. A task's part is always
+``tasks/<task>`` of the checkpoint, whatever directory its ack names.
+
 Restore plans (``restore_plan``) come from the latest valid completed checkpoint
 (or a savepoint): keyed state from every old subtask whose key groups overlap
 the new subtask's (this is how a savepoint restores at another parallelism),
@@ -32,10 +37,16 @@ from typing import Any, Protocol
 
 import orjson
 
-from streamer.errors import StreamerError
+from streamer.errors import ConfigError, StreamerError
 from streamer.graph import ExecutionGraph, JobGraph, TaskId, key_group_range
 from streamer.rpc import kinds as k
-from streamer.state import CheckpointStorage
+from streamer.state import (
+    CheckpointStorage,
+    CompletedCheckpoint,
+    CorruptCheckpointError,
+    StateError,
+)
+from streamer.state.manifest import TASKS_DIR, read_manifest, task_dir_name
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +89,9 @@ class CheckpointCoordinator:
         interval: float | None,
         timeout: float = 60.0,
         retained: int = 3,
+        key: bytes | None = None,
     ) -> None:
+        """``key`` signs and checks manifests (default: derived from the cluster secret)."""
         self.job = job
         self.eg = eg
         self.job_graph = job_graph
@@ -86,7 +99,7 @@ class CheckpointCoordinator:
         self.interval = interval
         self.timeout = timeout
         self.retained = retained
-        self.storage = CheckpointStorage(root)
+        self.storage = CheckpointStorage(root, key=key)
         self.next_id = 1
         self.pending: _Pending | None = None
         self.completed = 0
@@ -148,8 +161,12 @@ class CheckpointCoordinator:
         duration = time.monotonic() - pending.started
         tasks = {}
         for task, state in pending.acks.items():
+            rel = f"{TASKS_DIR}/{task_dir_name(str(task))}"
+            if Path(str(state.get("dir"))) != pending.handle.path / rel:
+                self._abort(pending, f"{task} acked a snapshot outside {rel}: {state.get('dir')}")
+                return
             tasks[str(task)] = {
-                "dir": str(Path(state["dir"]).relative_to(pending.handle.path)),
+                "dir": rel,
                 "keyed": state.get("keyed"),
                 "source": state.get("source"),
                 "sink_records": state.get("sink_records"),
@@ -181,12 +198,20 @@ class CheckpointCoordinator:
             "checkpoint %d completed in %.3f s (%d bytes)", pending.checkpoint_id, duration, size
         )
         path = completed.path
+        failed: StreamerError | None = None
         if pending.savepoint is not None:
-            path = self.storage.savepoint(completed, pending.savepoint).path
+            try:
+                path = self.storage.savepoint(completed, pending.savepoint).path
+            except (StateError, OSError) as exc:
+                failed = StreamerError(f"could not write the savepoint: {exc}")
         for task in self.job.running_tasks():
             self.job.send(task, "checkpoint_complete", {"checkpoint_id": pending.checkpoint_id})
         if pending.done is not None and not pending.done.done():
-            pending.done.set_result(path)
+            if failed is not None:
+                pending.done.set_exception(failed)
+                pending.done.exception()  # retrieved: its waiter may have timed out
+            else:
+                pending.done.set_result(path)
 
     def on_committed(self, committed: k.CheckpointCommitted) -> None:
         task = TaskId.parse(committed.task)
@@ -197,7 +222,9 @@ class CheckpointCoordinator:
     ) -> tuple[str, int]:
         """Take a savepoint into ``directory`` as soon as the job can checkpoint; with
         ``then`` (stop-with-savepoint), wait for the exactly-once sinks to commit it and
-        call ``then``. Returns its path and checkpoint id."""
+        call ``then``. Returns its path and checkpoint id. ``directory`` must not exist."""
+        if directory.exists():
+            raise ConfigError(f"savepoint directory {directory} already exists: choose a new one")
         deadline = time.monotonic() + self.timeout
         while not self.job.can_checkpoint() or self.pending is not None:
             if time.monotonic() > deadline:
@@ -281,6 +308,21 @@ class CheckpointCoordinator:
         self.history = [*self.history[-19:], entry]
 
     # --------------------------------------------------------------- restore
+    def check_savepoint(self, path: Path) -> None:
+        """`ConfigError` unless ``path`` holds a manifest this cluster signed (reads the
+        manifest only: cheap enough for a submission; `load_savepoint` checks the files)."""
+        try:
+            read_manifest(path, self.storage.key)
+        except CorruptCheckpointError as exc:
+            raise ConfigError(
+                f"cannot restore from savepoint {path}: {exc.reason}; "
+                "use a savepoint this cluster wrote"
+            ) from None
+
+    def load_savepoint(self, path: Path) -> CompletedCheckpoint:
+        """The validated savepoint (or checkpoint) at ``path`` (`StateError` if unusable)."""
+        return self.storage.load(path, key=self.storage.key)
+
     def latest(self) -> tuple[Any, list[str]]:
         """The latest valid completed checkpoint, and why newer ones were skipped."""
         choice = self.storage.latest()

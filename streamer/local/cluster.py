@@ -42,6 +42,7 @@ import orjson
 
 from streamer.errors import StreamerError
 from streamer.rpc.client import CoordinatorClient
+from streamer.state.roots import local_cluster_args
 
 Status = dict[str, Any]
 
@@ -109,6 +110,8 @@ class LocalCluster:
                 "--ready-file", str(ready),
                 "--heartbeat-interval", str(self.heartbeat_interval),
                 "--heartbeat-timeout", str(self.heartbeat_timeout),
+                # state may live under the usual roots and the cluster's own directory
+                *local_cluster_args(self.work_dir, {**os.environ, **self.env}),
             ],
             "coordinator.log",
         )  # fmt: skip

@@ -4,7 +4,7 @@
   `ValueState` / `MapState` / `ListState` handles, TTL, snapshots and
   key-group-filtered restore (rescaling).
 - `CheckpointStorage` (`streamer.state.storage`): completed checkpoints and
-  savepoints as directories with a checksummed manifest, written atomically.
+  savepoints as directories with a signed manifest, written atomically.
 
 Behind them: `database` (the ``Rdict`` and its state registry), `access` (the
 current key, what the handles use), `restore` (opening, restoring, rescaling)

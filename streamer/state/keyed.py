@@ -146,6 +146,7 @@ class KeyedStateBackend:
         max_parallelism: int,
         key_groups: range,
         clock: Clock | None = None,
+        within: str | os.PathLike[str] | None = None,
     ) -> KeyedStateBackend:
         """Build the state of ``key_groups`` at ``path`` from snapshots, and open it.
 
@@ -162,7 +163,8 @@ class KeyedStateBackend:
         for a snapshot with another ``max_parallelism`` or format, for
         overlapping snapshots, and when the snapshots cover only part of
         ``key_groups``. Snapshot directories are opened read-only and never
-        modified.
+        modified; each must be an absolute path without ``..`` and, given
+        ``within`` (their checkpoint directory), lie inside it (`StateError`).
         """
         # ``link_or_copy`` is looked up here, at call time: the checkpoint benchmark
         # patches ``streamer.state.keyed.link_or_copy`` to measure a restore without links.
@@ -172,6 +174,7 @@ class KeyedStateBackend:
             max_parallelism=max_parallelism,
             key_groups=key_groups,
             copy_function=link_or_copy,
+            within=within,
         )
         return cls(database, clock or wall_clock_ms)
 

@@ -1,21 +1,31 @@
-"""Checkpoint directory names and the manifest: building, reading and validating it.
+"""Checkpoint directory names and the manifest: building, signing, reading, validating it.
 
 The manifest (``_metadata.json``, orjson; nothing is ever pickled)::
 
-    {"format": 1, "kind": "checkpoint" | "savepoint", "checkpoint_id": 7,
+    {"format": 2, "kind": "checkpoint" | "savepoint", "checkpoint_id": 7,
      "created_ms": ..., "hash": "sha256" | null,
      "tasks": {"count#1": {"dir": "tasks/count%231"}},   # dirs found under tasks/
      "metadata": {...},                      # complete()'s argument, verbatim
      "files": {"tasks/count%231/keyed/000009.sst": {"size": 1234, "sha256": "..."}},
-     "manifest_sha256": "..."}               # over the manifest without this field
+     "signature": "..."}                     # HMAC over the manifest without this field
+
+The signature is an HMAC-SHA256 (`streamer.security.secret.sign`) of the
+manifest without it (orjson, sorted keys), keyed by `manifest_key`: a key
+derived from the cluster secret, which only the coordinator holds. A manifest
+without a valid signature was not written by this cluster or was modified
+since, and is refused (`CorruptCheckpointError`); format 1 manifests (an
+unkeyed sha256 anyone could recompute) are refused the same way.
 
 Validation (`validate_checkpoint`, used by `CheckpointStorage.latest`, `get`
-and `load`) checks the manifest's own checksum, then that every listed file
-exists with its size and, when hashing is on, its sha256. Hashing reads
-every byte of the checkpoint once when it is written and once when it is
-validated (sha256 runs at roughly 1-2 GB/s per core); turn it off
-(``hash_files=False`` / ``verify_hashes=False``) for large state, keeping
-the size checks.
+and `load`) checks the signature (`read_manifest`), the manifest's shape, that
+every directory and file it names is a relative path without ``..`` that stays
+inside the checkpoint directory once symbolic links are resolved
+(`checkpoint_child`), then that every listed file exists with its size and,
+when hashing is on, its sha256. The signature covers the file sizes and
+hashes, so with hashing on it covers every byte; with hashing off
+(``hash_files=False`` / ``verify_hashes=False``, for large state: sha256 runs
+at roughly 1-2 GB/s per core, once when written and once when validated) it
+covers sizes only.
 
 ``<task>`` directories are the task id (``"count#1"``) percent-encoded
 (`urllib.parse.quote` with no safe characters, `task_dir_name`). The whole
@@ -27,7 +37,6 @@ blocking file I/O.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Mapping
@@ -38,6 +47,7 @@ from urllib.parse import quote, unquote
 
 import orjson
 
+from streamer.security.secret import cluster_secret, derive, sign, verify
 from streamer.state._files import sha256_file, walk_files
 from streamer.state.errors import CorruptCheckpointError, StateError
 
@@ -49,15 +59,21 @@ __all__ = [
     "SnapshotKind",
     "build_manifest",
     "check_file_name",
+    "check_relative",
+    "checkpoint_child",
     "from_manifest",
-    "manifest_digest",
+    "manifest_key",
     "pending_dir",
+    "read_manifest",
+    "sign_manifest",
     "task_dir_name",
     "validate_checkpoint",
 ]
 
 MANIFEST_NAME: Final = "_metadata.json"
-MANIFEST_FORMAT: Final = 1
+MANIFEST_FORMAT: Final = 2
+SIGNATURE: Final = "signature"
+FOREIGN: Final = "was not written by this cluster or was modified"
 TASKS_DIR: Final = "tasks"
 SnapshotKind = Literal["checkpoint", "savepoint"]
 
@@ -87,9 +103,55 @@ def check_file_name(name: str) -> None:
         raise StateError(f"bad file name {name!r}: a plain file name other than {MANIFEST_NAME}")
 
 
-def manifest_digest(body: Mapping[str, Any]) -> str:
-    """The ``manifest_sha256`` of a manifest without that field."""
-    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+def manifest_key(secret: bytes | None = None) -> bytes:
+    """The key manifests are signed with: derived from ``secret`` (default: this
+    cluster's, `streamer.security.secret.cluster_secret`)."""
+    return derive(cluster_secret() if secret is None else secret, "manifest")
+
+
+def _canonical(body: Mapping[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError as exc:
+        raise StateError(f"checkpoint metadata is not JSON-serializable: {exc}") from None
+
+
+def sign_manifest(body: Mapping[str, Any], key: bytes) -> dict[str, Any]:
+    """``body`` (without a signature) with its ``signature`` under ``key`` added."""
+    unsigned = {k: v for k, v in body.items() if k != SIGNATURE}
+    return {**unsigned, SIGNATURE: sign(key, _canonical(unsigned))}
+
+
+def check_relative(rel: object) -> str | None:
+    """Why ``rel`` is not a plain relative path inside a checkpoint (None: it is).
+
+    Refused: non-strings, empty, absolute, backslashes, NUL, and empty, ``.``
+    or ``..`` components.
+    """
+    if not isinstance(rel, str) or not rel:
+        return "is not a relative path"
+    if rel.startswith("/") or os.path.isabs(rel):
+        return "is absolute"
+    if "\\" in rel or "\0" in rel:
+        return "has a backslash or NUL"
+    if any(part in ("", ".", "..") for part in rel.split("/")):
+        return "has a '..', '.' or empty component"
+    return None
+
+
+def checkpoint_child(path: Path, rel: object, what: str) -> Path:
+    """``path / rel`` for a directory or file ``rel`` that a manifest names (``what``).
+
+    `CorruptCheckpointError` when `check_relative` refuses ``rel`` or the path leaves
+    ``path`` once symbolic links are resolved.
+    """
+    problem = check_relative(rel)
+    if problem is None:
+        child = path / str(rel)
+        if Path(os.path.realpath(child)).is_relative_to(os.path.realpath(path)):
+            return child
+        problem = "leads outside the checkpoint directory"
+    raise CorruptCheckpointError(path, f"{what} {rel!r} {problem}")
 
 
 def _describe_file(rel: str) -> str:
@@ -144,8 +206,9 @@ def build_manifest(
     checkpoint_id: int,
     metadata: Mapping[str, Any],
     hash_files: bool,
+    key: bytes,
 ) -> dict[str, Any]:
-    """The manifest of the checkpoint written in directory ``path`` (checksummed).
+    """The manifest of the checkpoint written in directory ``path``, signed with ``key``.
 
     Lists every regular file under ``path`` (hashed when ``hash_files``) and
     every task directory under ``tasks/`` (not hidden ones: writers' temporary
@@ -178,11 +241,7 @@ def build_manifest(
         "metadata": dict(metadata),
         "files": files,
     }
-    try:
-        body["manifest_sha256"] = manifest_digest(body)
-    except orjson.JSONEncodeError as exc:
-        raise StateError(f"checkpoint metadata is not JSON-serializable: {exc}") from None
-    return body
+    return sign_manifest(body, key)
 
 
 def from_manifest(path: Path, manifest: dict[str, Any]) -> CompletedCheckpoint:
@@ -198,11 +257,16 @@ def from_manifest(path: Path, manifest: dict[str, Any]) -> CompletedCheckpoint:
     )
 
 
-def validate_checkpoint(path: Path, *, verify_hashes: bool) -> CompletedCheckpoint:
-    """Load and check ``path``; `CorruptCheckpointError` with the first problem found."""
-    manifest_path = path / MANIFEST_NAME
+def read_manifest(path: Path, key: bytes) -> dict[str, Any]:
+    """The manifest of checkpoint directory ``path``, its signature and shape checked.
+
+    Reads only the manifest (cheap). `CorruptCheckpointError` when it is missing,
+    unreadable or malformed, when its signature under ``key`` is missing or wrong (it
+    `FOREIGN`), or when a task directory it names (in ``tasks`` or in
+    ``metadata["tasks"]``) or a file it lists fails `checkpoint_child`.
+    """
     try:
-        raw = manifest_path.read_bytes()
+        raw = (path / MANIFEST_NAME).read_bytes()
     except FileNotFoundError:
         raise CorruptCheckpointError(path, f"manifest {MANIFEST_NAME} is missing") from None
     except OSError as exc:
@@ -213,9 +277,12 @@ def validate_checkpoint(path: Path, *, verify_hashes: bool) -> CompletedCheckpoi
         raise CorruptCheckpointError(path, f"manifest is not valid JSON ({exc})") from None
     if not isinstance(manifest, dict):
         raise CorruptCheckpointError(path, "manifest is not a JSON object")
-    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
-    if manifest.get("manifest_sha256") != manifest_digest(body):
-        raise CorruptCheckpointError(path, "manifest checksum mismatch")
+    signature = manifest.pop(SIGNATURE, None)
+    if not isinstance(signature, str):
+        raise CorruptCheckpointError(path, f"manifest is not signed: it {FOREIGN}")
+    if not verify(key, _canonical(manifest), signature):
+        raise CorruptCheckpointError(path, f"manifest {FOREIGN} (bad signature)")
+    manifest[SIGNATURE] = signature
     if manifest.get("format") != MANIFEST_FORMAT:
         raise CorruptCheckpointError(
             path, f"unsupported manifest format {manifest.get('format')!r}"
@@ -228,17 +295,34 @@ def validate_checkpoint(path: Path, *, verify_hashes: bool) -> CompletedCheckpoi
         "metadata": dict,
         "files": dict,
     }
-    for key, typ in shape.items():
-        if not isinstance(manifest.get(key), typ):
-            raise CorruptCheckpointError(path, f"manifest field {key!r} is missing or malformed")
+    for field_name, typ in shape.items():
+        if not isinstance(manifest.get(field_name), typ):
+            raise CorruptCheckpointError(
+                path, f"manifest field {field_name!r} is missing or malformed"
+            )
     if manifest["kind"] not in ("checkpoint", "savepoint"):
         raise CorruptCheckpointError(path, f"unknown kind {manifest['kind']!r}")
-    root = path.resolve()
+    meta_tasks = manifest["metadata"].get("tasks")
+    for entries in (manifest["tasks"], meta_tasks if isinstance(meta_tasks, dict) else {}):
+        for task_id, entry in entries.items():
+            if not isinstance(entry, dict):
+                raise CorruptCheckpointError(path, f"task {task_id}: bad manifest entry")
+            if "dir" in entry and entry["dir"] is not None:
+                checkpoint_child(path, entry["dir"], f"task {task_id} directory")
+    for rel, info in manifest["files"].items():
+        checkpoint_child(path, rel, "file")
+        if not isinstance(info, dict):
+            raise CorruptCheckpointError(path, f"{_describe_file(rel)}: bad manifest entry")
+    return manifest
+
+
+def validate_checkpoint(path: Path, *, key: bytes, verify_hashes: bool) -> CompletedCheckpoint:
+    """Load and check ``path`` (`read_manifest`, then every file it lists);
+    `CorruptCheckpointError` with the first problem found."""
+    manifest = read_manifest(path, key)
     for rel, info in manifest["files"].items():
         what = _describe_file(rel)
-        file_path = (path / rel).resolve()
-        if not file_path.is_relative_to(root) or not isinstance(info, dict):
-            raise CorruptCheckpointError(path, f"{what}: bad manifest entry")
+        file_path = path / rel
         try:
             size = file_path.stat().st_size
         except FileNotFoundError:

@@ -4,6 +4,11 @@ Internal to `streamer.state`: `KeyedStateBackend.open` and
 `KeyedStateBackend.restore` are the public entry points and document the
 behaviour; the byte layout is described in `streamer.state.keyed`.
 
+Snapshot directories come from a checkpoint's manifest, which the coordinator
+validated; as a second line of defence a task refuses (`check_snapshot_dir`)
+one that is relative, has a ``..`` component, or (given the checkpoint
+directory) leads out of it once symbolic links are resolved.
+
 Functions, no shared state: each call opens (and on failure closes) its own
 databases. Snapshot directories are opened read-only and never modified.
 Blocking file I/O, on the calling thread.
@@ -34,7 +39,13 @@ from streamer.state._layout import (
 from streamer.state.database import StateDatabase
 from streamer.state.errors import StateError
 
-__all__ = ["CopyFunction", "open_database", "plan_restore", "restore_database"]
+__all__ = [
+    "CopyFunction",
+    "check_snapshot_dir",
+    "open_database",
+    "plan_restore",
+    "restore_database",
+]
 
 CopyFunction = Callable[[str, str], object]
 """``shutil.copytree``'s ``copy_function``: copies (or links) one file ``src`` to ``dst``."""
@@ -82,19 +93,45 @@ def open_database(
     return database
 
 
+def check_snapshot_dir(
+    src_dir: str | os.PathLike[str], within: str | os.PathLike[str] | None = None
+) -> Path:
+    """``src_dir`` as a `Path`; `StateError` unless it is absolute without a ``..``
+    component and, given ``within`` (the checkpoint directory), lies inside ``within``
+    once symbolic links are resolved."""
+    path = Path(src_dir)
+    if not path.is_absolute() or ".." in path.parts:
+        raise StateError(
+            f"refusing to restore from snapshot {str(src_dir)!r}: not an absolute path "
+            "without '..' (the restore plan is corrupt)"
+        )
+    if within is not None:
+        real = Path(os.path.realpath(path))
+        if not real.is_relative_to(os.path.realpath(within)):
+            raise StateError(
+                f"refusing to restore from snapshot {path}: it leads to {real}, outside "
+                f"its checkpoint {within} (the checkpoint was tampered with)"
+            )
+    return path
+
+
 def plan_restore(
-    sources: Iterable[tuple[Path, Mapping[str, Any]]], *, max_parallelism: int, key_groups: range
+    sources: Iterable[tuple[Path, Mapping[str, Any]]],
+    *,
+    max_parallelism: int,
+    key_groups: range,
+    within: str | os.PathLike[str] | None = None,
 ) -> list[tuple[Path, range]]:
     """The snapshots overlapping ``key_groups``, with their key groups, by first key group.
 
-    Checks each snapshot's metadata (format, ``max_parallelism``,
-    ``key_groups``), that the overlapping ones do not overlap each other and,
-    when there are any, that together they cover ``key_groups``; else
-    `StateError`. Opens nothing.
+    Checks each snapshot's directory (`check_snapshot_dir` with ``within``), its
+    metadata (format, ``max_parallelism``, ``key_groups``), that the overlapping
+    ones do not overlap each other and, when there are any, that together they
+    cover ``key_groups``; else `StateError`. Opens nothing.
     """
     relevant: list[tuple[Path, range]] = []
-    for src_dir, meta in sources:
-        src_dir = Path(src_dir)
+    for raw_dir, meta in sources:
+        src_dir = check_snapshot_dir(raw_dir, within)
         if not isinstance(meta, Mapping) or meta.get("format") != SNAPSHOT_FORMAT:
             raise StateError(
                 f"snapshot {src_dir}: unsupported format "
@@ -143,10 +180,12 @@ def restore_database(
     max_parallelism: int,
     key_groups: range,
     copy_function: CopyFunction,
+    within: str | os.PathLike[str] | None = None,
 ) -> StateDatabase:
     """Build the database of ``key_groups`` at ``path`` from snapshots, and open it.
 
-    See `KeyedStateBackend.restore`. When exactly one snapshot holds exactly
+    See `KeyedStateBackend.restore`; ``within`` is the checkpoint directory the
+    snapshots must lie in (`check_snapshot_dir`). When exactly one snapshot holds exactly
     ``key_groups``, its files are copied with ``copy_function`` (which may
     hard-link); otherwise the entries of ``key_groups`` are copied one by
     one. On failure ``path`` is removed again.
@@ -154,7 +193,9 @@ def restore_database(
     check_layout(max_parallelism, key_groups)
     target = Path(path)
     require_fresh_dir(target)
-    relevant = plan_restore(sources, max_parallelism=max_parallelism, key_groups=key_groups)
+    relevant = plan_restore(
+        sources, max_parallelism=max_parallelism, key_groups=key_groups, within=within
+    )
     try:
         if len(relevant) == 1 and relevant[0][1] == key_groups:
             shutil.copytree(relevant[0][0], target, copy_function=copy_function, dirs_exist_ok=True)

@@ -1,4 +1,4 @@
-"""Checkpoint and savepoint storage: directories with a checksummed manifest.
+"""Checkpoint and savepoint storage: directories with a signed manifest.
 
 Layout under a `CheckpointStorage` root (local filesystem now; the interface
 is directories and files so an object store can replace it later)::
@@ -60,8 +60,9 @@ from streamer.state.manifest import (
     SnapshotKind,
     build_manifest,
     from_manifest,
-    manifest_digest,
+    manifest_key,
     pending_dir,
+    sign_manifest,
     validate_checkpoint,
 )
 from streamer.state.snapshot_writer import (
@@ -131,14 +132,14 @@ class RecoveryChoice(NamedTuple):
 
 
 def _complete(
-    pending: PendingCheckpoint, metadata: Mapping[str, Any], hash_files: bool
+    pending: PendingCheckpoint, metadata: Mapping[str, Any], hash_files: bool, key: bytes
 ) -> CompletedCheckpoint:
     if not pending.path.is_dir():
         raise StateError(f"pending checkpoint {pending.path} does not exist (aborted?)")
     if pending.final_path.exists():
         raise StateError(f"cannot complete checkpoint: {pending.final_path} already exists")
     manifest = build_manifest(
-        pending.path, pending.kind, pending.checkpoint_id, metadata, hash_files
+        pending.path, pending.kind, pending.checkpoint_id, metadata, hash_files, key
     )
     raw = orjson.dumps(manifest, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
     write_file(pending.path / MANIFEST_NAME, raw)
@@ -153,15 +154,20 @@ class CheckpointStorage:
 
     ``hash_files`` (default on) records a sha256 of every file at completion;
     validation then checks it (see `streamer.state.manifest` for the cost).
+    Manifests are signed with ``key`` and validated against it (default: this
+    cluster's `manifest_key`, which needs the cluster secret).
 
     One per coordinator, which owns everything under ``root`` except the task
     directories task processes write into pending checkpoints. Not
     thread-safe; blocking file I/O.
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, hash_files: bool = True) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], *, hash_files: bool = True, key: bytes | None = None
+    ) -> None:
         self.root = Path(root)
         self.hash_files = hash_files
+        self.key = manifest_key() if key is None else key
         self.root.mkdir(parents=True, exist_ok=True)
 
     def __repr__(self) -> str:
@@ -216,7 +222,7 @@ class CheckpointStorage:
         `KeyedStateBackend.snapshot` returned, source offsets) and lands in
         the manifest's ``tasks``; the rest lands in ``metadata``.
         """
-        return _complete(pending, metadata, self.hash_files)
+        return _complete(pending, metadata, self.hash_files, self.key)
 
     def savepoint(
         self, checkpoint: CompletedCheckpoint, path: str | os.PathLike[str]
@@ -225,8 +231,8 @@ class CheckpointStorage:
 
         Files are hard-linked when on the same filesystem (completed files are
         never modified; RocksDB SSTs are immutable), else copied. The manifest
-        is rewritten with ``"kind": "savepoint"``; ids, metadata and file
-        checksums are kept, so `load` validates it like any savepoint.
+        is rewritten with ``"kind": "savepoint"`` and signed again; ids, metadata
+        and file checksums are kept, so `load` validates it like any savepoint.
         """
         final = Path(path).absolute()
         if final.exists():
@@ -235,9 +241,7 @@ class CheckpointStorage:
         tmp = final.parent / f".{final.name}.pending-{uuid.uuid4().hex[:12]}"
         try:
             shutil.copytree(checkpoint.path, tmp, copy_function=_link_or_copy)
-            body = {k: v for k, v in checkpoint.manifest.items() if k != "manifest_sha256"}
-            body["kind"] = "savepoint"
-            body["manifest_sha256"] = manifest_digest(body)
+            body = sign_manifest({**checkpoint.manifest, "kind": "savepoint"}, self.key)
             manifest_path = tmp / MANIFEST_NAME
             manifest_path.unlink()  # may be a hard link to the checkpoint's manifest
             write_file(
@@ -283,7 +287,7 @@ class CheckpointStorage:
         path = self.checkpoint_path(checkpoint_id)
         if not path.is_dir():
             raise StateError(f"no completed checkpoint {checkpoint_id} in {self.root}")
-        checkpoint = validate_checkpoint(path, verify_hashes=verify_hashes)
+        checkpoint = validate_checkpoint(path, key=self.key, verify_hashes=verify_hashes)
         if checkpoint.checkpoint_id != checkpoint_id or checkpoint.kind != "checkpoint":
             raise CorruptCheckpointError(
                 path,
@@ -318,12 +322,16 @@ class CheckpointStorage:
         return choice
 
     @staticmethod
-    def load(path: str | os.PathLike[str], *, verify_hashes: bool = True) -> CompletedCheckpoint:
-        """Validate and return the savepoint (or checkpoint) directory at ``path``."""
+    def load(
+        path: str | os.PathLike[str], *, key: bytes | None = None, verify_hashes: bool = True
+    ) -> CompletedCheckpoint:
+        """Validate and return the savepoint (or checkpoint) directory at ``path``, its
+        manifest signed with ``key`` (default: this cluster's `manifest_key`)."""
         where = Path(path)
         if not where.is_dir():
             raise StateError(f"no savepoint or checkpoint directory at {where}")
-        return validate_checkpoint(where, verify_hashes=verify_hashes)
+        key = manifest_key() if key is None else key
+        return validate_checkpoint(where, key=key, verify_hashes=verify_hashes)
 
     # ------------------------------------------------------------------ retention
 

@@ -134,7 +134,7 @@ def test_latest_falls_back_over_corrupt_checkpoints(
     (tmp_path / "chk-7" / sst).write_bytes(bytes(data))
     # 6: manifest is not JSON
     (tmp_path / "chk-6" / MANIFEST_NAME).write_bytes(b'{"format": 1, "kin')
-    # 5: manifest edited (valid JSON, its checksum no longer matches)
+    # 5: manifest edited (valid JSON, its signature no longer matches)
     manifest = orjson.loads((tmp_path / "chk-5" / MANIFEST_NAME).read_bytes())
     manifest["checkpoint_id"] = 99
     (tmp_path / "chk-5" / MANIFEST_NAME).write_bytes(orjson.dumps(manifest))
@@ -151,7 +151,7 @@ def test_latest_falls_back_over_corrupt_checkpoints(
     assert reasons[8] == "task count#0 file offsets.json: missing"
     assert reasons[7] == "task count#1 file keyed/000009.sst: checksum mismatch"
     assert reasons[6].startswith("manifest is not valid JSON")
-    assert reasons[5] == "manifest checksum mismatch"
+    assert reasons[5] == "manifest was not written by this cluster or was modified (bad signature)"
     assert choice.describe().startswith(
         "recovery used checkpoint 4: checkpoint 9 is corrupt (task count#1 file "
         "keyed/000009.sst: size mismatch"

@@ -1,0 +1,184 @@
+"""CheckpointCoordinator against tampered checkpoints and savepoints (real storage).
+
+A tampered checkpoint is skipped by recovery, which restores from the previous one;
+a tampered or foreign savepoint is refused before any job uses it; a task cannot
+make the coordinator record a snapshot directory other than its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from streamer.api import StreamEnvironment
+from streamer.coordinator.checkpoints import CheckpointCoordinator
+from streamer.errors import ConfigError
+from streamer.graph import TaskId
+from streamer.rpc import kinds as k
+from streamer.state.manifest import MANIFEST_NAME, manifest_key, sign_manifest
+from streamer.state.snapshot_writer import PendingCheckpoint
+
+
+def ident(x: Any) -> Any:
+    return x
+
+
+class View:
+    """Every task running at attempt 0; records what would be sent."""
+
+    def __init__(self, tasks: list[TaskId]) -> None:
+        self.tasks = tasks
+        self.sent: list[tuple[str, str, dict[str, Any]]] = []
+
+    def can_checkpoint(self) -> bool:
+        return True
+
+    def running_tasks(self) -> set[TaskId]:
+        return set(self.tasks)
+
+    def attempt_of(self, task: TaskId) -> int:
+        return 0
+
+    def send(self, task: TaskId, kind: str, body: dict[str, Any]) -> None:
+        self.sent.append((str(task), kind, body))
+
+
+KEY = manifest_key(b"\x07" * 32)
+FOREIGN = "was not written by this cluster or was modified"
+
+
+def coordinator(root: Path, key: bytes = KEY) -> tuple[CheckpointCoordinator, View]:
+    env = StreamEnvironment("cc", default_parallelism=2)
+    env.from_kafka("in", name="src").key_by(ident).process(ident, name="p").to_kafka("out")
+    job = env.build()
+    eg = job.execution_graph()
+    view = View(list(eg.tasks))
+    return CheckpointCoordinator(view, eg, job.job_graph, root, interval=None, key=key), view
+
+
+def ack(cc: CheckpointCoordinator, task: TaskId, checkpoint_id: int, root: Path) -> None:
+    with PendingCheckpoint.attach(root, checkpoint_id).task_writer(str(task)) as part:
+        part.write_json("task.json", {"task": str(task), "writers": [checkpoint_id]})
+        snap = part.commit()
+    state = {"dir": str(snap.path), "keyed": None, "source": None}
+    cc.on_ack(k.CheckpointAck("j", str(task), 0, checkpoint_id, state))
+
+
+async def complete(cc: CheckpointCoordinator, view: View, checkpoint_id: int) -> None:
+    await cc.trigger()
+    for task in view.tasks:
+        ack(cc, task, checkpoint_id, cc.root)
+    assert cc.last_completed == checkpoint_id
+
+
+def edit(path: Path, change: Any, key: bytes | None = None) -> None:
+    """Apply ``change`` to the manifest at ``path``; re-sign with ``key``, or keep the old
+    signature."""
+    body = orjson.loads((path / MANIFEST_NAME).read_bytes())
+    change(body)
+    (path / MANIFEST_NAME).write_bytes(
+        orjson.dumps(body if key is None else sign_manifest(body, key))
+    )
+
+
+def escape(body: dict[str, Any]) -> None:
+    body["metadata"]["tasks"]["p#0"]["dir"] = "../../.."
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        (lambda p: edit(p, escape), f"manifest {FOREIGN} (bad signature)"),
+        (
+            lambda p: edit(p, escape, manifest_key(b"\x08" * 32)),
+            f"manifest {FOREIGN} (bad signature)",
+        ),
+        (
+            lambda p: edit(p, escape, KEY),
+            "task p#0 directory '../../..' has a '..', '.' or empty component",
+        ),
+    ],
+    ids=["old-signature", "other-secret", "signed-but-escaping"],
+)
+def test_recovery_skips_a_tampered_checkpoint(tmp_path: Path, tamper: Any, reason: str) -> None:
+    async def run() -> None:
+        cc, view = coordinator(tmp_path / "chk")
+        await complete(cc, view, 1)
+        await complete(cc, view, 2)
+        tamper(tmp_path / "chk" / "chk-2")
+        p0 = TaskId("p", 0)
+        plans = cc.restore_plans({p0})
+        assert plans[p0]["checkpoint_id"] == 1
+        assert plans[p0]["writers"] == [1]  # task.json of checkpoint 1
+        assert cc.restored_from is not None
+        assert cc.restored_from["checkpoint_id"] == 1
+        assert cc.restored_from["skipped"] == [f"checkpoint 2: {reason}"]
+
+    asyncio.run(run())
+
+
+def test_a_tampered_or_foreign_savepoint_is_refused(tmp_path: Path) -> None:
+    async def run() -> None:
+        cc, view = coordinator(tmp_path / "chk")
+        await complete(cc, view, 1)
+        good = tmp_path / "sp" / "good"
+        cc.storage.savepoint(cc.storage.get(1), good)
+        cc.check_savepoint(good)
+        assert cc.load_savepoint(good).kind == "savepoint"
+        tampered = tmp_path / "sp" / "tampered"
+        shutil.copytree(good, tampered)
+        edit(tampered, escape)
+        with pytest.raises(ConfigError) as err:
+            cc.check_savepoint(tampered)
+        assert str(err.value) == (
+            f"cannot restore from savepoint {tampered}: manifest {FOREIGN} (bad signature); "
+            "use a savepoint this cluster wrote"
+        )
+        other, _ = coordinator(tmp_path / "other", key=manifest_key(b"\x09" * 32))
+        with pytest.raises(ConfigError, match="bad signature"):
+            other.check_savepoint(good)
+        with pytest.raises(ConfigError) as err:
+            cc.check_savepoint(tmp_path / "sp")
+        assert str(err.value) == (
+            f"cannot restore from savepoint {tmp_path / 'sp'}: manifest {MANIFEST_NAME} is "
+            "missing; use a savepoint this cluster wrote"
+        )
+
+    asyncio.run(run())
+
+
+def test_a_task_acking_a_directory_other_than_its_own_aborts_the_checkpoint(
+    tmp_path: Path,
+) -> None:
+    async def run() -> None:
+        cc, view = coordinator(tmp_path / "chk")
+        await cc.trigger()
+        for task in view.tasks[1:]:
+            ack(cc, task, 1, cc.root)
+        first = view.tasks[0]
+        bad = str(cc.root / "pending-1" / "tasks" / ".." / ".." / "..")
+        cc.on_ack(k.CheckpointAck("j", str(first), 0, 1, {"dir": bad}))
+        assert cc.completed == 0 and cc.aborted == 1
+        rel = f"tasks/{str(first).replace('#', '%23')}"
+        assert cc.abort_reasons == [f"1: {first} acked a snapshot outside {rel}: {bad}"]
+
+    asyncio.run(run())
+
+
+def test_a_savepoint_into_an_existing_directory_is_refused_at_once(tmp_path: Path) -> None:
+    async def run() -> None:
+        cc, _view = coordinator(tmp_path / "chk")
+        (tmp_path / "taken").mkdir()
+        with pytest.raises(ConfigError) as err:
+            await cc.savepoint(tmp_path / "taken")
+        assert str(err.value) == (
+            f"savepoint directory {tmp_path / 'taken'} already exists: choose a new one"
+        )
+        assert cc.pending is None
+
+    asyncio.run(run())
