@@ -30,6 +30,8 @@ from streamer.errors import ConfigError
 from streamer.local.cluster import LocalCluster
 from streamer.local.progress import ErrorPrinter, FailoverPrinter, fit, progress_line
 from streamer.localkafka import broker_or_local
+from streamer.rpc import RpcError
+from streamer.rpc.client import CoordinatorClient
 
 BROKER_HINT = (
     "check that the broker runs and --bootstrap-servers is right "
@@ -173,6 +175,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous)
 
 
+POLL_TIMEOUT_S = 5.0
+"""How long one status poll of `streamer run` may take before it is tried again."""
+POLL_GIVE_UP_S = 60.0
+"""How long polls may keep failing before `streamer run` gives up (and stops the cluster)."""
+
+
 def _follow(
     cluster: LocalCluster, job_id: str, duration: float | None, stop: dict[str, bool]
 ) -> int:
@@ -183,9 +191,19 @@ def _follow(
     failovers = FailoverPrinter()
     errors = ErrorPrinter(job_id)
     terminal = sys.stdout.isatty()
+    poller = CoordinatorClient(cluster.address, timeout=POLL_TIMEOUT_S)
+    failing_since: float | None = None
     while True:
         time.sleep(1.0)
-        status = cluster.status(job_id)
+        try:
+            status = poller.status(job_id)
+        except RpcError as exc:  # one slow or failed poll must not tear the cluster down
+            failing_since = failing_since or time.monotonic()
+            if time.monotonic() - failing_since > POLL_GIVE_UP_S:
+                raise
+            print(f"status poll failed ({exc}); still watching", file=sys.stderr, flush=True)
+            continue
+        failing_since = None
         now = time.monotonic()
         span = max(now - last_t, 1e-6)
         rate_in = (status["records_in"] - last_in) / span

@@ -385,11 +385,20 @@ async def connect(
         try:
             handshake = client_handshake(reader, writer, credentials)
             leftover = await asyncio.wait_for(handshake, timeout)
-        except (HandshakeError, OSError, TimeoutError) as exc:
+        except TimeoutError:
             writer.close()
-            cause = str(exc) or "no answer in time"
+            raise RpcTimeout(
+                f"no answer from {host}:{port} within {timeout:g} s during the "
+                "authentication handshake (overloaded, stopped, or not a streamer port?)"
+            ) from None
+        except OSError as exc:
+            writer.close()
+            lost = f"connection to {host}:{port} lost while authenticating: {exc}"
+            raise RpcConnectError(lost) from None
+        except HandshakeError as exc:
+            writer.close()
             raise RpcConnectError(
-                f"cannot authenticate to {host}:{port}: {cause}; every process of a cluster "
+                f"cannot authenticate to {host}:{port}: {exc}; every process of a cluster "
                 "needs the same cluster secret ($STREAMER_CLUSTER_SECRET, "
                 "$STREAMER_CLUSTER_SECRET_FILE or $STREAMER_HOME/cluster.secret)"
             ) from None
