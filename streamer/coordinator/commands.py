@@ -74,7 +74,8 @@ def add_job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="job setting, e.g. checkpoint_interval=5 (repeatable)")  # fmt: skip
     p.add_argument("--from-savepoint", metavar="PATH",
-                   help="start from this savepoint (any parallelism)")  # fmt: skip
+                   help="start from this savepoint (any parallelism), under a state root "
+                        "of the coordinator; relative: under its first")  # fmt: skip
 
 
 def job_config(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
@@ -85,8 +86,9 @@ def job_config(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
                                   **config.get("kafka_config", {})}  # fmt: skip
     config["params"] = {k: str(v) for k, v in parse_settings(args.param, "param").items()}
     if args.from_savepoint:
-        path = Path(args.from_savepoint).resolve()
-        if not (path / "_metadata.json").is_file():
+        # relative: under the coordinator's first state root, so it is sent as given
+        path = Path(args.from_savepoint)
+        if path.is_absolute() and not (path / "_metadata.json").is_file():
             raise ConfigError(f"{path} is not a savepoint (no _metadata.json in it)")
         config["from_savepoint"] = str(path)
     return validate_settings(config)
@@ -119,7 +121,8 @@ def add_parsers(sub: Any) -> None:
 
     p = sub.add_parser("savepoint", help="take a savepoint of a running job")
     p.add_argument("job_id")
-    p.add_argument("--dir", help="where to write it (default: ./savepoints/<job>-<time>)")
+    p.add_argument("--dir", help="where to write it, under a state root of the coordinator; "
+                   "relative: under its first (default: savepoints/<job>-<time>)")  # fmt: skip
     p.add_argument("--stop", action="store_true", help="stop the job after the savepoint")
     p.add_argument("--coordinator", help="HOST:PORT")
     p.set_defaults(func=cmd_savepoint)
@@ -188,8 +191,9 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_savepoint(args: argparse.Namespace) -> int:
     import time
 
-    directory = Path(args.dir or Path.cwd() / "savepoints" / f"{args.job_id}-{int(time.time())}")
-    path = client(args).savepoint(args.job_id, str(directory.resolve()), stop=args.stop)
+    # sent as given: the coordinator takes a relative path under its first state root
+    directory = args.dir or f"savepoints/{args.job_id}-{int(time.time())}"
+    path = client(args).savepoint(args.job_id, directory, stop=args.stop)
     print(path)
     if args.stop:
         hint = f"streamer run MODULE:JOB --from-savepoint {path}"
