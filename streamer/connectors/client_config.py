@@ -14,6 +14,14 @@ A job's ``kafka_config`` may not name a key of `REFUSED` (it would let whoever
 submits a job run code on, or take files and credentials from, the workers), nor
 one of `MANAGED` (streamer sets it; changing it breaks recovery or delivery
 guarantees). Either is a `ConfigError` naming the key and why.
+
+Allowed on purpose: the TLS file paths (``ssl.ca.location``, ``ssl.key.location``,
+``ssl.certificate.location``, ``ssl.keystore.location``, ``ssl.crl.location``,
+``https.ca.location``: the worker reads them for its own handshakes and sends only a
+certificate), OIDC with inline secrets (``sasl.oauthbearer.client.secret``, ``...pem``)
+and ``enable.sasl.oauthbearer.unsecure.jwt`` (an unsigned token the broker decides
+on), ``debug`` (librdkafka redacts passwords). Keys are matched exactly, as librdkafka
+does (it knows no other spelling of them).
 """
 
 from __future__ import annotations
