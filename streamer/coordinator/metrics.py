@@ -49,8 +49,8 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "Records the task emitted (to its consumers or Kafka)",
         TASK,
     ),
-    "streamer_task_input_bytes": ("counter", "Bytes the task read", TASK),
-    "streamer_task_output_bytes": ("counter", "Bytes the task emitted", TASK),
+    "streamer_task_input_bytes": ("counter", "Bytes the task read (control records too)", TASK),
+    "streamer_task_output_bytes": ("counter", "Bytes the task sent (control records too)", TASK),
     "streamer_task_records_processed": (
         "counter",
         "Records the task's operator chain processed",
@@ -273,9 +273,9 @@ def task_metrics(out: _Families, job: str, row: dict[str, Any], now: float) -> N
     source, sink = m.get("source") or {}, m.get("sink") or {}
     channels = m.get("channels") or []
     partitions = (m.get("partitions") or {}).values()
-    records_in = source.get("records_in", 0) + sum(c.get("records_in", 0) for c in channels)
+    records_in = source["records_in"] if source else m.get("records_processed", 0)
     bytes_in = source.get("bytes_in", 0) + sum(c.get("bytes_in", 0) for c in channels)
-    records_out = sink.get("records_out", 0) + sum(p.get("records_out", 0) for p in partitions)
+    records_out = sink["records_out"] if sink else m.get("records_emitted", 0)
     bytes_out = sink.get("bytes_out", 0) + sum(p.get("bytes_out", 0) for p in partitions)
     out.add("streamer_task_records_in", labels, records_in)
     out.add("streamer_task_records_out", labels, records_out)

@@ -144,15 +144,18 @@ class NetworkOutputs:
 class WriterOutput:
     """Chain tail feeding every output edge's ``RecordWriter`` (hash edges with their key)."""
 
-    __slots__ = ("_blocked", "_blocked_since", "_writers", "waits")
+    __slots__ = ("_blocked", "_blocked_since", "_writers", "records", "waits")
 
     def __init__(self, writers: list[tuple[RecordWriter, Callable[[Any], Any] | None]]) -> None:
         self._writers = writers
         self.waits: list[Awaitable[None]] = []
+        self.records = 0
+        """Records the chain emitted (data only: determinants are broadcast beside it)."""
         self._blocked = 0.0
         self._blocked_since: float | None = None
 
     def collect(self, value: Any, ts: int | None) -> None:
+        self.records += 1
         record = [ts, value]
         for writer, key_fn in self._writers:
             wait = writer.emit(record) if key_fn is None else writer.emit(record, key_fn(value))

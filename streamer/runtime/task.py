@@ -215,7 +215,9 @@ class Task:
         watermarks = self.watermarks
         metrics.watermark = lambda: watermarks.current
         if isinstance(self.output, WriterOutput):
-            metrics.blocked = self.output.blocked_seconds
+            writer_output = self.output
+            metrics.blocked = writer_output.blocked_seconds
+            metrics.emitted = lambda: writer_output.records
         if self.chain.backend is not None:
             metrics.state = self.chain.backend.size_estimate
 

@@ -1,15 +1,18 @@
 """A task's metrics: the counters its loops bump, and the snapshot sent as ``task_metrics``.
 
-``collect`` reads the data plane's counters (per output partition: ``records_out``,
-``bytes_out``, ``queued`` buffers, and per subpartition ``dropped``, ``lost``,
-``replayed``; per input channel: ``records_in``, ``bytes_in``, ``queued`` items,
-``cleared``), the source's (with its consumer ``lag`` per partition) and the sink's,
-the operators' (any dataclass ``metrics``), the task's counters, its watermark (ms),
-its keyed ``state`` size (RocksDB's estimates: ``keys``, ``bytes``) and its
-``backpressure``: ``seconds`` spent waiting for room in its outputs since it started,
-and ``ratio``, the share of wall time it waited since the previous ``collect``
-(Flink's back-pressured time per second). ``lost`` is what the netlayer counts as
-lost for a failed consumer (``records_lost``; 0 where a subpartition does not count it).
+``records_processed`` counts the data records the chain took in (from Kafka or its
+input channels) and ``records_emitted`` those it sent to its consumers. The data
+plane's counters also count the control records lossless recovery sends beside the
+data (determinants): per output partition ``records_out``, ``bytes_out``, ``queued``
+buffers, and per subpartition ``dropped``, ``lost``, ``replayed``; per input channel
+``records_in``, ``bytes_in``, ``queued`` items, ``cleared``. Then the source's
+metrics (with its consumer ``lag`` per partition) and the sink's, the operators'
+(any dataclass ``metrics``), the task's counters, its watermark (ms), its keyed
+``state`` size (RocksDB's estimates: ``keys``, ``bytes``) and its ``backpressure``:
+``seconds`` spent waiting for room in its outputs since it started, and ``ratio``,
+the share of wall time it waited since the previous ``collect`` (Flink's
+back-pressured time per second). ``lost`` is what the netlayer counts as lost for a
+failed consumer (``records_lost``; 0 where a subpartition does not count it).
 
 Threading: the task's loop only (counters are plain ints).
 """
@@ -49,6 +52,7 @@ class MetricSources:
     deduplicated: Callable[[], list[int]] | None = None  # lossless: per channel
     blocked: Callable[[], float] | None = None  # seconds waiting for room in the outputs
     state: Callable[[], tuple[int, int]] | None = None  # keyed state: (keys, bytes)
+    emitted: Callable[[], int] | None = None  # data records the chain sent to its consumers
     recorder: ErrorRecorder = field(default_factory=ErrorRecorder.install, repr=False)
     last_blocked: tuple[float, float] | None = field(default=None, repr=False)
     """(monotonic time, blocked seconds) at the previous ``collect``: for the ratio."""
@@ -76,6 +80,8 @@ def collect(m: MetricSources) -> dict[str, Any]:
         "backpressure": backpressure(m),
     }
     out.update(diagnostics(m.recorder))  # log_file, host, recent_errors, kafka
+    if m.emitted is not None:
+        out["records_emitted"] = m.emitted()
     if m.partitions:
         out["partitions"] = {
             pid: {

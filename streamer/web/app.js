@@ -98,11 +98,11 @@ function card(title, id, ...body) {
 // ------------------------------------------------------------- task numbers
 function taskCounts(m) {
   const src = m.source || {}, sink = m.sink || {};
-  const chans = m.channels || [], parts = Object.values(m.partitions || {});
+  const chans = m.channels || [];
   const sum = (xs, k) => xs.reduce((a, x) => a + (x[k] || 0), 0);
-  return {
-    in: (src.records_in || 0) + sum(chans, "records_in"),
-    out: (sink.records_out || 0) + sum(parts, "records_out"),
+  return {  // data records only (the channels also count lossless recovery's determinants)
+    in: m.source ? src.records_in || 0 : m.records_processed || 0,
+    out: m.sink ? sink.records_out || 0 : m.records_emitted || 0,
     queued: sum(chans, "queued"),
     lag: Object.values(src.lag || {}).reduce((a, x) => a + x, 0),
     hasLag: src.lag !== undefined,
@@ -147,6 +147,7 @@ function renderJobs(jobs) {
 }
 
 function renderWorkers(workers) {
+  workers = workers.slice().sort((a, b) => String(a.worker_id).localeCompare(String(b.worker_id)));
   const used = workers.reduce((a, w) => a + w.used, 0);
   const slots = workers.reduce((a, w) => a + w.slots, 0);
   document.getElementById("cluster-summary").textContent =

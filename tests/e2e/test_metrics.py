@@ -68,6 +68,10 @@ def test_metrics_move_with_the_job_and_count_a_failover(
             before, after = per_task(first, name, job_id), per_task(second, name, job_id)
             assert sorted(after) == TASKS, name
             assert all(after[t] > before[t] for t in TASKS), (name, before, after)
+        # data records only: a counter emits one record per input, read in one report
+        ins = per_task(second, "streamer_task_records_in_total", job_id)
+        outs = per_task(second, "streamer_task_records_out_total", job_id)
+        assert all(ins[f"count#{i}"] == outs[f"count#{i}"] for i in range(4)), (ins, outs)
         workers = {dict(k)["worker"] for k in second["streamer_task_records_in_total"]}
         assert workers == {"w1", "w2"}
         assert per_task(second, "streamer_task_attempt", job_id) == dict.fromkeys(TASKS, 0)
