@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     from streamer.bench import failover as bench_commands
     from streamer.coordinator import commands as coordinator_commands
     from streamer.local import commands as local_commands
+    from streamer.local import logs as logs_commands
     from streamer.localkafka import commands as kafka_commands
 
     parser = argparse.ArgumentParser(
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     kafka_commands.add_parser(sub)
     local_commands.add_parsers(sub)
     coordinator_commands.add_parsers(sub)
+    logs_commands.add_parsers(sub)
     bench_commands.add_parsers(sub)
     return parser
 

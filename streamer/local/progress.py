@@ -16,6 +16,7 @@ Threading: not thread-safe; ``streamer run``'s follow loop owns one printer.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 Status = dict[str, Any]
@@ -126,12 +127,20 @@ class FailoverPrinter:
         return lines
 
 
+_FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<fn>\S+)')
+
+
 def _error_text(entry: dict[str, Any]) -> str:
-    """An entry's text, with the last line of its traceback (the exception) if any."""
+    """An entry's text, with the last line of its traceback (the exception) and where
+    it was raised, if it has a traceback."""
     text = str(entry["text"])
     tb = [line for line in str(entry.get("traceback") or "").splitlines() if line.strip()]
     if tb and tb[-1].strip() not in text:
         text += f": {tb[-1].strip()}"
+    frames = [m for m in map(_FRAME.match, tb) if m is not None]
+    if frames:
+        where = frames[-1]
+        text += f" (at {where['file']}:{where['line']} in {where['fn']})"
     return text
 
 
@@ -139,7 +148,8 @@ class ErrorPrinter:
     """Turns the tasks' ``recent_errors`` into lines to print: each error once (per
     task attempt, logger and text), the same text of several tasks on one line, at
     most ``ERRORS_PER_UPDATE`` lines per update (then how many more and where to see
-    them). The coordinator's own entries (failures) are left to the failover lines."""
+    them). Of the coordinator's entries (failures) only exceptions are printed, with
+    where they were raised; the failover lines tell the other causes."""
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
@@ -150,7 +160,8 @@ class ErrorPrinter:
         for t in status["tasks"]:
             for e in t.get("recent_errors", ()):
                 key = (t["task"], int(e.get("attempt", 0)), str(e.get("logger")), e["text"])
-                if e.get("logger") == "coordinator" or key in self._printed:
+                failure = e.get("logger") == "coordinator"
+                if (failure and not e.get("traceback")) or key in self._printed:
                     continue
                 self._printed.add(key)
                 level = str(e.get("level", "ERROR")).lower()
