@@ -46,6 +46,7 @@ from confluent_kafka import Producer
 from examples.order_join import TOPICS, _interleaved, expected_results, generate_events
 from streamer.graph import subtask_for_key
 from streamer.rpc.client import CoordinatorClient
+from streamer.security.secret import derive
 from streamer.testing import TopicFactory, read_topic
 from streamer.testing.kafka import (
     choose_kafka_image,
@@ -143,8 +144,10 @@ class Stack:
 
     def workers(self) -> list[dict[str, Any]]:
         url = f"http://127.0.0.1:{self.status_port}/workers"
+        token = derive(bytes.fromhex(self.env["STREAMER_CLUSTER_SECRET"]), "status").hex()
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
         try:
-            with urllib.request.urlopen(url, timeout=3) as resp:
+            with urllib.request.urlopen(request, timeout=3) as resp:
                 workers: list[dict[str, Any]] = orjson.loads(resp.read())
                 return workers
         except OSError:
