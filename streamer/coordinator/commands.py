@@ -127,6 +127,13 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--coordinator", help="HOST:PORT")
     p.set_defaults(func=cmd_savepoint)
 
+    p = sub.add_parser(
+        "status-token",
+        help="print the token of status servers bound beyond "
+        "loopback (dashboard: http://HOST:PORT/?token=...; Prometheus: bearer)",
+    )
+    p.set_defaults(func=cmd_status_token)
+
     p = sub.add_parser("kill-task", help="fault injection: SIGKILL one task process")
     p.add_argument("job_id")
     p.add_argument("vertex")
@@ -198,6 +205,14 @@ def cmd_savepoint(args: argparse.Namespace) -> int:
     if args.stop:
         hint = f"streamer run MODULE:JOB --from-savepoint {path}"
         print(f"job {args.job_id} stopped; resume with: {hint}", file=sys.stderr)
+    return 0
+
+
+def cmd_status_token(args: argparse.Namespace) -> int:
+    """The status token, derived from this machine's cluster secret (never generated here)."""
+    from streamer.security.secret import cluster_secret, derive
+
+    print(derive(cluster_secret(create=False), "status").hex())
     return 0
 
 

@@ -119,9 +119,13 @@ def test_beyond_loopback_every_request_needs_the_status_token(
 
     # the coordinator prints the URL to open
     line = c.dashboard_line()
-    assert line.startswith("dashboard: http://") and line.endswith(
-        f":{c.status_port}/?token={token}"
-    )
+    assert line.startswith("dashboard: http://")
+    assert line.endswith(f":{c.status_port}/?token={token}")
+    # and `streamer status-token` tells it to whoever holds the secret
+    cli = str(Path(sys.executable).with_name("streamer"))
+    env = {**os.environ, "STREAMER_CLUSTER_SECRET": secret}
+    out = subprocess.run([cli, "status-token"], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout == token + "\n"
 
 
 def test_on_loopback_the_status_server_is_open(tmp_path: Path, secret: str) -> None:
