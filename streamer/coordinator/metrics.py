@@ -41,12 +41,12 @@ _PLAUSIBLE_MS = (0, 2**53)  # a watermark outside this is a marker (none yet, id
 METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "streamer_task_records_in": (
         "counter",
-        "Records the task read (Kafka or its input channels)",
+        "Data records the task read (from Kafka or its input channels)",
         TASK,
     ),
     "streamer_task_records_out": (
         "counter",
-        "Records the task emitted (to its consumers or Kafka)",
+        "Data records the task emitted (to its consumers or Kafka)",
         TASK,
     ),
     "streamer_task_input_bytes": ("counter", "Bytes the task read (control records too)", TASK),
@@ -101,7 +101,11 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "Size of the task's keyed state: memtables and SST files",
         TASK,
     ),
-    "streamer_task_attempt": ("gauge", "The task's current attempt (1 + redeploys)", TASK),
+    "streamer_task_attempt": (
+        "gauge",
+        "The task's current attempt (0, then one more per redeploy)",
+        TASK,
+    ),
     "streamer_task_running": ("gauge", "1 when the task's current attempt is RUNNING", TASK),
     "streamer_source_partition_lag_records": (
         "gauge",
