@@ -58,7 +58,7 @@ def clean_error(text: str) -> str:
     """librdkafka's error text without the ``host:port/id: `` prefix and the
     ``(after 0ms in state CONNECT, ...)`` suffix."""
     text = re.sub(r"^\S+/(?:bootstrap|\d+): ", "", text.strip())
-    return re.sub(r"\s*\(after \d+ms in state [A-Z_]+[^)]*\)$", "", text)
+    return re.sub(r"\s*\(after \d+ms in state [A-Z_]+.*\)$", "", text)
 
 
 class KafkaHealth:
