@@ -251,7 +251,7 @@ function renderGraph(status, rates) {
     const kafka = e.exchange === "kafka";
     svg.append(s("path", { d: `M ${x1} ${y1} C ${mx} ${y1}, ${mx} ${y2}, ${x2} ${y2}`,
       class: "edge" + (kafka ? " kafka" : ""), "marker-end": "url(#arrow)" }));
-    svg.append(s("text", { x: mx, y: (y1 + y2) / 2 - 6, class: "edge-label", "text-anchor": "middle" },
+    svg.append(s("text", { x: x1 + 10, y: y1 - 7, class: "edge-label" },  // by its source: no overlap
       `${e.partitioner} · ${e.exchange}`));
   }
   for (const v of g.vertices) {
@@ -350,7 +350,8 @@ function renderTimeline(failovers) {
       segs.push(h("div", { class: "tl-mark fallback", style: `left:${pct(f.fallback_at)}%`,
         title: "fell back: " + (f.fallback_reason || "") }));
     }
-    const total = f.recovery_seconds !== undefined ? dur(f.recovery_seconds) : f.status.replace("_", " ");
+    const total = f.recovery_seconds !== undefined ? dur(f.recovery_seconds)
+      : f.status === "in_progress" ? dur(now - start) + " so far" : "ended after " + dur(end - start);
     return h("div", { class: "tl-row", "data-failover": f.id, "data-status": f.status,
       "data-fell-back": f.fell_back ? "true" : "false" },
     h("div", { class: "tl-label" },
