@@ -61,7 +61,8 @@ class CoordinatorClient:
         self.call("cancel_job", {"job_id": job_id})
 
     def savepoint(self, job_id: str, directory: str, *, stop: bool = False) -> str:
-        """Take a savepoint into ``directory`` (absolute); returns its path."""
+        """Take a savepoint into ``directory`` (under the coordinator's state roots; a relative
+        path goes under the first root); returns its path."""
         body = {"job_id": job_id, "directory": directory, "stop": stop}
         return str(self.call("trigger_savepoint", body)["path"])
 
