@@ -11,7 +11,7 @@ Task counters restart from 0 with each new attempt (a new process), which
 Prometheus' ``rate()`` treats as a counter reset. Labels: ``job`` (the job id),
 ``vertex``, ``subtask``, ``worker``; per source partition also ``topic`` and
 ``partition``; ``strategy`` and ``outcome`` for failovers. ``METRICS`` lists every
-family with its help text (the README's table comes from it).
+family with its type, help text and labels.
 
 Threading: the coordinator's loop (the status server calls ``render`` there).
 """

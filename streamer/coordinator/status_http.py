@@ -187,7 +187,8 @@ class StatusServer:
             await self._json(writer, 405, {"error": "only GET is supported"})
             return
         if self._token is not None:
-            if not any(hmac.compare_digest(c, self._token) for c in req.credentials()):
+            token = self._token.encode()
+            if not any(hmac.compare_digest(c.encode(), token) for c in req.credentials()):
                 await self._json(
                     writer,
                     401,

@@ -88,6 +88,7 @@ def test_beyond_loopback_every_request_needs_the_status_token(
             {"Authorization": "Bearer " + "0" * 64},
             {"Authorization": f"Basic {token}"},
             {"Cookie": "streamer_status_token=nope"},
+            {"Authorization": "Bearer caf\u00e9"},  # not ASCII: refused like any other
         ):
             code, resp_headers, body = c.get(path, headers)
             assert code == 401, (path, headers)
