@@ -192,3 +192,28 @@ def test_errors_print_once_grouped_by_text_and_at_most_five_per_update() -> None
 def test_a_terminal_line_is_cut_to_its_width() -> None:
     assert fit("abcdef", 10) == "abcdef"
     assert fit("abcdef", 4) == "abc…"
+
+
+def test_a_task_exception_is_printed_with_where_it_was_raised() -> None:
+    tb = (
+        "Traceback (most recent call last):\n"
+        '  File "/r/streamer/runtime/operators.py", line 250, in process\n'
+        "    self._fn(ctx, value)\n"
+        '  File "/r/examples/keyed_count.py", line 38, in count\n'
+        "    raise ValueError(f\"poison event for key {event['key']}\")\n"
+        "ValueError: poison event for key k3\n"
+    )
+    failure = {
+        "text": "attempt 0 failed: exception: ValueError: poison event for key k3",
+        "level": "ERROR",
+        "logger": "coordinator",
+        "attempt": 0,
+        "traceback": tb,
+    }
+    killed = {**failure, "text": "attempt 1 failed: process killed by signal 9", "attempt": 1}
+    del killed["traceback"]
+    status = {"tasks": [{"task": "count#0", "recent_errors": [failure, killed]}]}
+    assert ErrorPrinter("job-1").new_lines(status) == [
+        "error in count#0@0: attempt 0 failed: exception: ValueError: poison event for key k3 "
+        "(at /r/examples/keyed_count.py:38 in count)"
+    ]
