@@ -164,7 +164,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             "--no-broker-check when only the workers can reach it"
         )
         settings = client_config(args.bootstrap_servers, kafka_config=config.get("kafka_config"))
-        probe(args.bootstrap_servers, 15.0, settings, hint=hint)
+        probe(args.bootstrap_servers, 15.0, settings, hint, security_hint="check --kafka-config")
     job_id = client(args).submit(args.job, config)
     print(job_id)
     return 0
