@@ -134,10 +134,15 @@ class JoinState(Protocol):
         """Append ``record`` to the bucket ``(input_index, ts)`` of the current key."""
         ...
 
-    def buckets(self, input_index: int) -> Iterable[tuple[int, list[Any]]]:
-        """``(ts, records)`` for every bucket of the current key and ``input_index``.
+    def buckets(
+        self, input_index: int, lo: int | None = None, hi: int | None = None
+    ) -> Iterable[tuple[int, list[Any]]]:
+        """``(ts, records)`` for every bucket of the current key and ``input_index``
+        with ``lo <= ts <= hi`` (``None``: unbounded), in ascending ``ts``.
 
-        The join does not add or remove while iterating.
+        The cost is that of the buckets in range, not of the key's whole state: the
+        join asks for the window of one event. It does not add or remove while
+        iterating.
         """
         ...
 
@@ -181,9 +186,18 @@ class DictJoinState:
         else:
             bucket.append(record)
 
-    def buckets(self, input_index: int) -> Iterable[tuple[int, list[Any]]]:
+    def buckets(
+        self, input_index: int, lo: int | None = None, hi: int | None = None
+    ) -> Iterable[tuple[int, list[Any]]]:
         cur = self._cur
-        return () if cur is None else cur[input_index].items()
+        if cur is None:
+            return ()
+        per = cur[input_index]
+        return sorted(
+            (ts, recs)
+            for ts, recs in per.items()
+            if (lo is None or ts >= lo) and (hi is None or ts <= hi)
+        )
 
     def remove(self, input_index: int, ts: int) -> None:
         cur = self._cur
@@ -356,7 +370,7 @@ class IntervalJoinOperator(ChainedOperator):
             due = ts + hi
             needed = due > wm
         else:
-            anchors = [(t0, recs) for t0, recs in state.buckets(0) if ts - hi <= t0 <= ts - lo]
+            anchors = list(state.buckets(0, ts - hi, ts - lo))
             for t0, recs in anchors:
                 self._emit_all(self._product_for_anchor(t0, recs, (input_index, ts, value)))
             # a fresh record (ts > wm) is needed by (a) iff due > wm; rule (a3) cannot
@@ -394,9 +408,7 @@ class IntervalJoinOperator(ChainedOperator):
             if fixed is not None and fixed[0] == i:
                 parts.append([(fixed[1], fixed[2])])
                 continue
-            matches = [
-                (t, r) for t, recs in self.state.buckets(i) if start <= t <= end for r in recs
-            ]
+            matches = [(t, r) for t, recs in self.state.buckets(i, start, end) for r in recs]
             if not matches:
                 return ()
             parts.append(matches)

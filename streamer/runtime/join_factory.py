@@ -1,11 +1,14 @@
 """Build the runtime interval join: ``IntervalJoinOperator`` on RocksDB state.
 
 ``RocksJoinState`` implements ``JoinState`` with one ``MapState`` per join
-operator, map key ``[input_index, ts]`` and value the list of records with that
-key, input and timestamp (a bucket). The state is checkpointed with the task's
-database; the operator's in-memory expiry index is rebuilt from ``keys()`` on
-restore. Late records go to ``late_topic`` when the join names one (JSON
-``{"input", "ts", "record"}``), and are always counted.
+operator, map key ``"<input>:<ts + 2**62, 20 digits>"`` and value the list of
+records with that key, input and timestamp (a bucket). The fixed-width key sorts
+by input, then timestamp, so an event's window is one range scan of RocksDB
+(`MapState.items_between`), not a scan of everything buffered for its key. The
+state is checkpointed with the task's database; the operator's in-memory expiry
+index is rebuilt from ``keys()`` on restore. Late records go to ``late_topic``
+when the join names one (JSON ``{"input", "ts", "record"}``), and are always
+counted.
 
 Threading: the task's loop only.
 """
@@ -22,6 +25,13 @@ from streamer.connectors.kafka_common import base_config
 from streamer.graph import JobEdge, OperatorSpec
 from streamer.runtime.join import IntervalJoinOperator
 
+_TS_OFFSET = 1 << 62  # event times may be negative; keys must sort numerically
+_TS_MAX = (1 << 63) - 1
+
+
+def _bucket(input_index: int, ts: int) -> str:
+    return f"{input_index}:{ts + _TS_OFFSET:020d}"
+
 
 class RocksJoinState:
     """``JoinState`` on the task's ``KeyedStateBackend`` (see the module docstring)."""
@@ -35,14 +45,22 @@ class RocksJoinState:
         self.backend.set_current_key(key)
 
     def add(self, input_index: int, ts: int, record: Any) -> None:
-        bucket = [input_index, ts]
-        self.map.put(bucket, [*self.map.get(bucket, []), record])
+        bucket = _bucket(input_index, ts)
+        records = self.map.get(bucket)
+        self.map.put(bucket, [record] if records is None else [*records, record])
 
-    def buckets(self, input_index: int) -> Iterable[tuple[int, list[Any]]]:
-        return [(k[1], v) for k, v in self.map.items() if k[0] == input_index]
+    def buckets(
+        self, input_index: int, lo: int | None = None, hi: int | None = None
+    ) -> Iterable[tuple[int, list[Any]]]:
+        start = _bucket(input_index, -_TS_OFFSET if lo is None else max(lo, -_TS_OFFSET))
+        stop = _bucket(input_index, _TS_MAX - _TS_OFFSET if hi is None else hi + 1)
+        return [
+            (int(k.partition(":")[2]) - _TS_OFFSET, v)
+            for k, v in self.map.items_between(start, stop)
+        ]
 
     def remove(self, input_index: int, ts: int) -> None:
-        self.map.remove([input_index, ts])
+        self.map.remove(_bucket(input_index, ts))
 
     def is_empty(self) -> bool:
         return bool(self.map.is_empty())

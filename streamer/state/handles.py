@@ -147,15 +147,30 @@ class MapState(_StateHandle):
     def __contains__(self, key: Any) -> bool:
         return self.contains(key)
 
-    def _entries(self) -> Iterator[tuple[bytes, Any]]:
+    def _entries(
+        self, start: bytes = b"", stop: bytes | None = None
+    ) -> Iterator[tuple[bytes, Any]]:
+        """Entries whose encoded user key is in ``[start, stop)`` (None: to the end)."""
         prefix = self._access.prefix(self._sid)
-        now = self._access.clock()
+        # the clock only matters to entries with a TTL (decode reads it itself otherwise)
+        now = self._access.clock() if self._ttl_ms is not None else None
         skip = len(prefix)
         decode = self._access.decode
-        for key, raw in self._access.scan(prefix, successor(prefix)):
+        upper = successor(prefix) if stop is None else prefix + stop
+        for key, raw in self._access.scan(prefix + start, upper):
             value = decode(raw, now)
             if value is not ABSENT:
                 yield key[skip:], value
+
+    def items_between(self, start: Any, stop: Any) -> Iterator[tuple[Any, Any]]:
+        """``(key, value)`` pairs whose user key's encoding lies in ``[enc(start),
+        enc(stop))``, in that byte order: one range scan, not a scan of the map.
+
+        Byte order of the encoding is the natural order only for some keys: strings
+        of one fixed width compare like their text (``f"{n:020d}"``), numbers do not.
+        """
+        for user_key, value in self._entries(self._user_key(start), self._user_key(stop)):
+            yield orjson.loads(user_key), value
 
     def items(self) -> Iterator[tuple[Any, Any]]:
         """``(key, value)`` pairs of the current key's map, in user-key byte order."""

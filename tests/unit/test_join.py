@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import tempfile
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -12,12 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamer.graph import OperatorKind, OperatorSpec
+from streamer.graph.keygroups import key_to_bytes
 from streamer.runtime.eventtime import MAX_WATERMARK, BoundedOutOfOrdernessWatermarks
 from streamer.runtime.join import (
     DictJoinState,
     IntervalJoinOperator,
     MissingTimestampError,
 )
+from streamer.runtime.join_factory import RocksJoinState
+from streamer.state import KeyedStateBackend
 
 # A record is the list [input, id, key]; its timestamp travels beside it.
 Event = tuple[str, Any]  # ("rec", (input, id, key, ts)) or ("wm", wm)
@@ -32,14 +37,16 @@ class Collect:
         self.out.append((value, ts, self.position))
 
 
-def make_op(n: int, lower: int, upper: int, fn: Any = None) -> tuple[IntervalJoinOperator, Collect]:
+def make_op(
+    n: int, lower: int, upper: int, fn: Any = None, state: Any = None
+) -> tuple[IntervalJoinOperator, Collect]:
     spec = OperatorSpec(
         "join1",
         "orders-payments",
         OperatorKind.JOIN,
         {"inputs": n, "lower_ms": lower, "upper_ms": upper, "has_fn": fn is not None},
     )
-    op = IntervalJoinOperator.from_spec(spec, fn, [lambda v: v[2]] * n)
+    op = IntervalJoinOperator.from_spec(spec, fn, [lambda v: v[2]] * n, state)
     sink = Collect()
     op.output = sink
     return op, sink
@@ -172,7 +179,11 @@ def streams(draw: st.DrawFn, too_eager: bool = False) -> tuple[Any, ...]:
     return n, lower, upper, events
 
 
-def assert_state_exact(op: IntervalJoinOperator, events: list[Event], upto: int) -> None:
+def assert_state_exact(
+    op: IntervalJoinOperator, events: list[Event], upto: int, key: Any = lambda k: k
+) -> None:
+    """The buffer is exactly the needed set; ``key`` maps an event's key to the one
+    the state lists (the RocksDB state lists key bytes)."""
     wm = -(2**63)
     arrived = []
     for kind, payload in events[:upto]:
@@ -181,6 +192,7 @@ def assert_state_exact(op: IntervalJoinOperator, events: list[Event], upto: int)
         elif payload[3] > wm:
             arrived.append(payload)
     want = needed_oracle(arrived, op.n_inputs, op.lower_ms, op.upper_ms, wm)
+    want = Counter({(i, key(k), ts): c for (i, k, ts), c in want.items()})
     have = buffered(op)
     assert have == want, (wm, have, want)
 
@@ -212,6 +224,51 @@ def test_join_matches_oracle(case: tuple[Any, ...]) -> None:
     assert list(op.state.keys()) == []
     assert op.metrics.state_size == 0
     assert op.metrics.records_expired == op.metrics.records_joined
+
+
+@settings(max_examples=60, deadline=None)
+@given(streams())
+def test_join_on_rocksdb_state_matches_the_oracle(case: tuple[Any, ...]) -> None:
+    """The runtime's state (`RocksJoinState`: range scans of a real RocksDB) behaves
+    exactly like the in-memory one: same buffer after every event, same output."""
+    n, lower, upper, events = case
+    with tempfile.TemporaryDirectory() as tmp:
+        backend = KeyedStateBackend.open(Path(tmp), max_parallelism=8, key_groups=range(8))
+        try:
+            op, sink = make_op(n, lower, upper, state=RocksJoinState(backend, "join:j"))
+            for pos in range(len(events)):
+                sink.position = pos
+                kind, payload = events[pos]
+                if kind == "rec":
+                    i, rid, key, ts = payload
+                    op.process([i, rid, key], ts, i)
+                else:
+                    op.on_watermark(payload)
+                assert_state_exact(op, events, pos + 1, key_to_bytes)
+            assert combos_of(sink.out) == oracle(events, n, lower, upper)
+        finally:
+            backend.close()
+
+
+def test_rocksdb_join_buckets_are_a_time_range_in_order(tmp_path: Path) -> None:
+    backend = KeyedStateBackend.open(tmp_path, max_parallelism=8, key_groups=range(8))
+    state = RocksJoinState(backend, "join:j")
+    state.set_current_key("k")
+    for ts in (5, -3, 100, 9, 10, -(2**40)):
+        state.add(1, ts, {"ts": ts})
+    state.add(0, 7, "anchor")
+    state.add(1, 9, "second")
+    assert [t for t, _ in state.buckets(1)] == [-(2**40), -3, 5, 9, 10, 100]
+    assert state.buckets(1, 5, 10) == [
+        (5, [{"ts": 5}]),
+        (9, [{"ts": 9}, "second"]),
+        (10, [{"ts": 10}]),
+    ]
+    assert state.buckets(1, 11, 99) == []
+    assert state.buckets(0) == [(7, ["anchor"])]
+    state.remove(1, 9)
+    assert [t for t, _ in state.buckets(1, 0, None)] == [5, 10, 100]
+    backend.close()
 
 
 @settings(max_examples=150, deadline=None)
