@@ -5,7 +5,8 @@
 - ``recent_errors``: its recent warnings and errors (an exception with its
   traceback, a Kafka client's errors, the netlayer's complaints), deduplicated:
   one entry per logger and text (digits aside) with its ``count`` and first and
-  last ``time``; the ``KEEP`` most recent entries are kept;
+  last ``time``; the ``KEEP`` most recent entries are kept, and a report carries
+  those new or changed since the previous one (the coordinator keeps them all);
 - ``kafka``: each Kafka client's reachability (``streamer.connectors.health``).
 
 ``ErrorRecorder.install()`` adds the recorder to the root logger once per process;
@@ -45,6 +46,7 @@ class ErrorRecorder(logging.Handler):
         super().__init__(logging.WARNING)
         self.keep = keep
         self._entries: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._changed: set[str] = set()
 
     @classmethod
     def install(cls) -> ErrorRecorder:
@@ -73,14 +75,25 @@ class ErrorRecorder(logging.Handler):
                 -TRACEBACK_LIMIT:
             ]
         self._entries[key] = entry
+        self._changed.add(key)
         while len(self._entries) > self.keep:
-            self._entries.popitem(last=False)
+            self._changed.discard(self._entries.popitem(last=False)[0])
 
     def snapshot(self) -> list[dict[str, Any]]:
         """The entries, oldest first (copies)."""
         self.acquire()
         try:
             return [dict(e) for e in self._entries.values()]
+        finally:
+            self.release()
+
+    def take_changes(self) -> list[dict[str, Any]]:
+        """The entries new or changed since the previous call, oldest first (copies)."""
+        self.acquire()
+        try:
+            changed = [dict(e) for k, e in self._entries.items() if k in self._changed]
+            self._changed.clear()
+            return changed
         finally:
             self.release()
 
@@ -102,6 +115,6 @@ def diagnostics(recorder: ErrorRecorder) -> dict[str, Any]:
     return {
         "log_file": log_location(),
         "host": socket.gethostname(),
-        "recent_errors": recorder.snapshot(),
+        "recent_errors": recorder.take_changes(),
         "kafka": [h.snapshot() for h in all_health()],
     }

@@ -178,7 +178,15 @@ def test_the_recorder_keeps_distinct_warnings_with_counts_and_tracebacks() -> No
             logger.exception("task failed")
     finally:
         logger.removeHandler(recorder)
-    first, failed = recorder.snapshot()
+    first, failed = recorder.take_changes()
+    assert recorder.take_changes() == []  # a report carries what changed since the last
+    logger.addHandler(recorder)
+    logger.warning("connect to 127.0.0.1:4 failed")
+    logger.removeHandler(recorder)
+    assert [(e["text"], e["count"]) for e in recorder.take_changes()] == [
+        ("connect to 127.0.0.1:1 failed", 4)
+    ]
+    assert len(recorder.snapshot()) == 2
     assert (first["text"], first["count"], first["logger"]) == (
         "connect to 127.0.0.1:1 failed",
         3,
