@@ -51,6 +51,23 @@ CopyFunction = Callable[[str, str], object]
 """``shutil.copytree``'s ``copy_function``: copies (or links) one file ``src`` to ``dst``."""
 
 
+def no_wal() -> rocksdict.WriteOptions:
+    """Writes without RocksDB's write-ahead log.
+
+    The log only helps a process that reopens its own database after a crash, and
+    no attempt ever does: each opens a fresh directory, empty or restored from a
+    checkpoint, and a dead attempt's directory is never read again. Checkpoints do
+    not need it either: a RocksDB checkpoint of a database without a log flushes
+    the memtables first, so it holds every write made before it
+    (``tests/integration/test_state_no_wal.py`` kills a writer and restores).
+    Measured in issue 14: the log's ``write()`` calls were 42% of a count task's
+    RocksDB time.
+    """
+    options = rocksdict.WriteOptions()
+    options.disable_wal = True  # type: ignore[method-assign,assignment]  # a property; stub says method
+    return options
+
+
 def open_database(
     path: str | os.PathLike[str], *, max_parallelism: int, key_groups: range
 ) -> StateDatabase:
@@ -66,6 +83,7 @@ def open_database(
         db = rocksdict.Rdict(str(where), rocks_options())
     except Exception as exc:  # rocksdict raises plain Exception
         raise StateError(f"cannot open state database {where}: {exc}") from exc
+    db.set_write_options(no_wal())
     try:
         raw = db.get(META_KEY)
         if raw is None:
