@@ -89,8 +89,9 @@ def unreachable(bootstrap: str, timeout: float, config: Mapping[str, Any] | None
 
 
 def connect_error(config: Mapping[str, Any], timeout: float) -> str | None:
-    """Why a fresh admin client with ``config`` cannot connect, as librdkafka tells
-    its error callback (authentication, TLS); None when it connects or says nothing."""
+    """Why a fresh admin client with ``config`` cannot connect when the reason is its
+    security settings (a failed authentication or TLS handshake), as librdkafka tells
+    its error callback; None when it connects or fails for another reason."""
     from confluent_kafka import KafkaError
     from confluent_kafka.admin import AdminClient
 
@@ -113,8 +114,6 @@ def connect_error(config: Mapping[str, Any], timeout: float) -> str | None:
         return None  # it works now
     except Exception:  # noqa: BLE001 - the callback says why, if anything does
         admin.poll(0.1)
-    useful = [e for e in errors if e.code() != KafkaError._ALL_BROKERS_DOWN]
-    if not useful:
-        return None
     auth = (KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED)
-    return clean_error(next((e for e in useful if e.code() in auth), useful[0]).str())
+    security = [e for e in errors if e.code() in auth or "security.protocol" in e.str()]
+    return clean_error(security[0].str()) if security else None

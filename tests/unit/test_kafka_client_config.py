@@ -320,3 +320,15 @@ def test_tasks_get_the_kafka_config_setting() -> None:
         {"bootstrap_servers": "b:9092", "kafka_config": SASL}, Path("/tmp/x"), handler
     )
     assert settings["kafka_config"] == SASL
+
+
+def test_a_refused_connection_is_not_blamed_on_the_security_settings() -> None:
+    from streamer.connectors.kafka_common import connect_error, unreachable
+
+    config = client_config("127.0.0.1:1", kafka_config={"socket.connection.setup.timeout.ms": 1000})
+    assert connect_error(config, 1.0) is None
+    assert unreachable("127.0.0.1:1", 1.0, config) == (
+        "cannot reach Kafka at 127.0.0.1:1 within 1 s: check that the broker runs and bootstrap "
+        "servers are right (`streamer kafka status`); for a secured cluster, give its "
+        "security.protocol and credentials in the job's kafka_config (--kafka-config)"
+    )
