@@ -59,6 +59,18 @@ class JobDiagnostics:
         self._kafka: dict[TaskId, tuple[int, list[dict[str, Any]], float]] = {}
 
     # ----------------------------------------------------------------- inputs
+    def on_deployed(self, task: TaskId, log_file: str) -> None:
+        """``task``'s current attempt was started, with its log at ``log_file`` (on its
+        worker's host): known before the attempt reports anything, even if it never does."""
+        te = self.tasks[task]
+        self._workers[task][te.attempt] = te.worker_id
+        self._logs[task][te.attempt] = {
+            "attempt": te.attempt,
+            "worker": te.worker_id,
+            "host": None,
+            "path": log_file,
+        }
+
     def on_metrics(self, task: TaskId, metrics: dict[str, Any]) -> str | None:
         """Take a metrics report of ``task``'s current attempt; returns why the job must
         fail (Kafka unreachable for ``kafka_timeout``), or None."""

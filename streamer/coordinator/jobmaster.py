@@ -29,6 +29,7 @@ from streamer.coordinator.checkpoints import CheckpointCoordinator
 from streamer.coordinator.diagnostics import DEFAULT_KAFKA_TIMEOUT, JobDiagnostics
 from streamer.coordinator.execution import ExecutionStore
 from streamer.coordinator.failover import FailoverHandler, FailoverLog, FailoverPlan, Recovery
+from streamer.coordinator.failover.handler import REPLAY_FAILED
 from streamer.coordinator.failover.individual import IndividualProtocol
 from streamer.coordinator.failover.losses import LossAccounting
 from streamer.coordinator.failover.records import SUPERSEDED, FailoverRecord
@@ -49,6 +50,7 @@ TASK_SETTINGS = (
     "bootstrap_servers", "buffer_timeout", "metrics_interval", "log_level",
     "source_batch", "sink_commit_interval", "connect_timeout", "params", "idle_timeout_ms",
     "checkpoint_interval", "individual_recovery", "retention_bytes", "kafka_config",
+    "retention_spill_bytes",
 )  # fmt: skip
 
 
@@ -160,6 +162,8 @@ class JobMaster:
         attempt = self.tasks[task].attempt
         outcome = await self.scheduler.deploy(task, prefer)
         if outcome.result == Deployed.OK:
+            if outcome.log_file:
+                self.diagnostics.on_deployed(task, outcome.log_file)
             rec = self.failovers.owner(task)
             if rec is not None and rec.deployed_at is None:
                 rec.deployed_at = time.time()
@@ -259,8 +263,14 @@ class JobMaster:
         self.scheduler.forget(task)
         self.slots.release(self.scheduler.slot_key(task))
         log.warning("job %s: task %s@%d failed: %s", self.job_id, task, attempt, cause)
-        rec = self.failovers.open(task, attempt, self.handler.strategy_name, cause)
-        plan = self.handler.plan(task, cause, time.monotonic(), self.checkpoints.last_completed)
+        rec = self.failovers.owner(task)
+        if rec is not None and rec.replay_from is not None and REPLAY_FAILED in cause:
+            # the new attempt of a lossless failover was refused its replay: that failover
+            # goes on, by region restart or lossy (retention_overflow)
+            rec.replay_from, plan = None, self.handler.replay_refused(task, cause)
+        else:
+            rec = self.failovers.open(task, attempt, self.handler.strategy_name, cause)
+            plan = self.handler.plan(task, cause, time.monotonic(), self.checkpoints.last_completed)
         if plan.recovery == Recovery.UNRECOVERABLE:
             self.failovers.ended(rec, "job_failed")
             await self._fail_job(plan.reason or cause)
@@ -280,6 +290,9 @@ class JobMaster:
             log.warning("job %s: %s: %s", self.job_id, task, plan.fallback_reason)
             rec.fell_back, rec.fallback_reason = True, plan.fallback_reason
             rec.fallback_at = time.time()
+        if plan.lossy_reason is not None:
+            log.warning("job %s: %s: %s", self.job_id, task, plan.lossy_reason)
+            rec.lossy_reason = plan.lossy_reason
         if plan.recovery == Recovery.INDIVIDUAL:
             await self._restart_individual(task, rec, plan.lossless)
         else:

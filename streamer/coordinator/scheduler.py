@@ -43,6 +43,7 @@ class Deployed(StrEnum):
 class DeployOutcome:
     result: Deployed
     reason: str = ""
+    log_file: str | None = None  # OK: where the attempt's log is, on its worker's host
 
 
 class Scheduler:
@@ -117,7 +118,7 @@ class Scheduler:
         if self.store.current(task, attempt) is None:
             return DeployOutcome(Deployed.STALE)
         self.store.set_pid(task, int(reply.body["pid"]))
-        return DeployOutcome(Deployed.OK)
+        return DeployOutcome(Deployed.OK, log_file=reply.body.get("log_file"))
 
     async def cancel_for_restart(self, tasks: frozenset[TaskId]) -> None:
         """Cancel the current attempts of ``tasks`` and start their next attempts

@@ -136,6 +136,7 @@ class DeployTask:
 @dataclass(frozen=True, slots=True)
 class Deployed:
     pid: int
+    log_file: str | None = None  # where the task process's output goes, on the worker's host
 
 
 @kind("cancel_task", replies=("ok",))

@@ -150,8 +150,8 @@ class Worker:
         await self.pool.preload(b.job_ref.partition(":")[0])
 
     async def _on_deploy_task(self, conn: RpcConnection, msg: Message, b: k.DeployTask) -> None:
-        pid = await self._deploy(msg.body)
-        await conn.reply(msg, "deployed", {"pid": pid})
+        pid, log_file = await self._deploy(msg.body)
+        await conn.reply(msg, "deployed", {"pid": pid, "log_file": log_file})
 
     async def _on_kill(
         self, conn: RpcConnection, msg: Message, b: k.KillTask | k.CancelTask
@@ -161,7 +161,8 @@ class Worker:
             await conn.reply(msg, "ok")
         log.info("%s %s/%s: killed %d process(es)", msg.kind, b.job_id, b.task, killed)
 
-    async def _deploy(self, body: dict[str, Any]) -> int:
+    async def _deploy(self, body: dict[str, Any]) -> tuple[int, str]:
+        """Start the task process; returns its pid and its log file."""
         deployment = dict(body)
         config = dict(body["config"])
         config.update(
@@ -183,7 +184,7 @@ class Worker:
         watcher = asyncio.ensure_future(self._watch(running))
         self._background.add(watcher)
         watcher.add_done_callback(self._background.discard)
-        return proc.pid
+        return proc.pid, str(config["log_file"])
 
     async def _watch(self, running: RunningTask) -> None:
         code = await running.proc.wait()

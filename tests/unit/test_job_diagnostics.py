@@ -98,6 +98,18 @@ def test_an_attempt_that_never_reported_is_placed_next_to_its_worker_twin() -> N
     assert diag.logs(SRC0) == []
 
 
+def test_an_attempt_s_log_is_known_from_its_deploy_before_it_reports() -> None:
+    eg = graph()
+    tasks = store(eg)
+    diag = JobDiagnostics(tasks)
+    diag.on_deployed(MID0, "/w/w1/job/mid-0.attempt0.log")
+    assert diag.logs(MID0) == [
+        {"attempt": 0, "worker": "w1", "host": None, "path": "/w/w1/job/mid-0.attempt0.log"}
+    ]
+    diag.on_metrics(MID0, {"log_file": "/w/w1/job/mid-0.attempt0.log", "host": "h1"})
+    assert diag.logs(MID0)[0]["host"] == "h1"  # its first report names the host
+
+
 def test_kafka_unreachable_for_the_timeout_fails_the_job_and_marks_failures() -> None:
     eg = graph()
     tasks = store(eg)

@@ -112,7 +112,7 @@ def test_builtin_kinds_are_registered_with_their_schemas() -> None:
             {"job_id", "job_ref", "job_graph", "task", "attempt", "config"},
             {"restore"},
         ),
-        "deployed": ({"pid"}, set()),
+        "deployed": ({"pid"}, {"log_file"}),
         "cancel_task": ({"job_id", "task", "attempt"}, set()),
         "kill_task": ({"job_id", "task"}, {"attempt"}),
         "task_exited": ({"job_id", "task", "attempt", "exit_code"}, {"signal", "error"}),
