@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
 
+from confluent_kafka import KafkaException
+
 from streamer.connectors.client_config import check_kafka_config
 from streamer.connectors.health import KafkaHealth
 from streamer.connectors.kafka_common import (
@@ -44,6 +46,9 @@ from streamer.connectors.serde import Serde, get_serde
 from streamer.errors import ConfigError, ConnectorError
 
 log = logging.getLogger(__name__)
+
+POLL_EVERY = 1000
+"""Records produced between two ``poll(0)`` calls (they serve failure callbacks only)."""
 _T = TypeVar("_T")
 
 
@@ -121,11 +126,15 @@ class KafkaSink:
         )
         self.health = KafkaHealth(f"sink {topic}", bootstrap_servers)
         self._config.update(self.health.callbacks())
+        # one producer-wide delivery callback, called for failures only: no Python call
+        # per record (issue 14); successes are known from flush() returning 0
+        self._config.update({"on_delivery": self._delivered, "delivery.report.only.error": True})
         self._producer: Any = None
         self._markers: Any = None  # a consumer of marker_group that never subscribes
         self._error: str | None = None
         self._in_transaction = False
         self._txn_records = 0  # records produced into the open transaction
+        self._unpolled = 0  # records produced since the last poll()
         self._sealed_epoch: int | None = None  # the open transaction was sealed for this epoch
         self._held: list[tuple[int | None, list[_Pending]]] = []  # (sealing epoch, records)
 
@@ -216,21 +225,36 @@ class KafkaSink:
 
     def _produce(self, item: _Pending) -> None:
         key, value, partition, timestamp = item
-        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": self._delivered}
-        if partition is not None:
-            kwargs["partition"] = partition
-        if timestamp is not None:
-            kwargs["timestamp"] = timestamp
+        producer = self._producer
+        # positional: produce(topic, value, key, partition (-1: the partitioner's),
+        # on_delivery (the producer's), timestamp (0: now)); no kwargs dict per record
+        args = (
+            self.topic,
+            value,
+            key,
+            -1 if partition is None else partition,
+            None,
+            timestamp or 0,
+        )
         while True:
             try:
-                self._producer.produce(self.topic, **kwargs)
+                producer.produce(*args)
                 break
             except BufferError:  # local queue full: wait for deliveries (backpressure)
-                self._producer.poll(0.05)
-        self.metrics.records_out += 1
+                producer.poll(0.05)
+            except KafkaException as exc:  # refused before sending (an unknown partition)
+                where = "" if partition is None else f"partition {partition} "
+                raise ConnectorError(
+                    f"sink cannot write to topic {self.topic!r}: {where}{exc.args[0].str()}"
+                ) from None
+        metrics = self.metrics
+        metrics.records_out += 1
         self._txn_records += 1
-        self.metrics.bytes_out += len(value or b"") + len(key or b"")
-        self._producer.poll(0)
+        metrics.bytes_out += len(value or b"") + len(key or b"")
+        self._unpolled += 1
+        if self._unpolled >= POLL_EVERY:  # serve (failure) callbacks now and then
+            self._unpolled = 0
+            producer.poll(0)
 
     def _delivered(self, err: Any, _msg: Any) -> None:
         if err is not None and self._error is None:

@@ -119,6 +119,24 @@ def test_a_restarted_attempt_fences_the_old_one(
     assert values(kafka_bootstrap, topic, expected=1, idle=1.0) == [{"attempt": 1}]
 
 
+def test_a_failed_delivery_is_an_error_though_successes_make_no_callback(
+    kafka_bootstrap: str, kafka_topics: TopicFactory
+) -> None:
+    topic = kafka_topics.create(2, config={"max.message.bytes": "200000"})
+    sink = KafkaSink(kafka_bootstrap, topic)
+    sink.open()
+    for i in range(3000):  # crosses the poll interval: successes are not reported
+        sink.write({"i": i}, key=f"k{i}")
+    sink.prepare_commit(1)
+    assert len(read_topic(kafka_bootstrap, topic, expected=3000, idle=0.3)) == 3000
+    sink.write({"blob": "x" * 300_000})  # the broker refuses it (the client cannot know)
+    with pytest.raises(ConnectorError, match=rf"^sink could not deliver to topic '{topic}': "):
+        sink.prepare_commit(2)
+    with pytest.raises(ConnectorError, match=r"^sink cannot write to topic .*: partition 7 "):
+        sink.write({"i": -1}, partition=7)  # the topic has 2 partitions
+    sink.close()
+
+
 def test_sink_to_unknown_topic_is_a_clear_error(kafka_bootstrap: str) -> None:
     sink = KafkaSink(kafka_bootstrap, "missing-topic-abc")
     with pytest.raises(ConnectorError, match=r"^topic .missing-topic-abc. does not exist at"):
