@@ -22,11 +22,12 @@ attempt restores from.
 Retention (lossless single-task recovery, `netlayer.partition.retention`):
 ``records_retained``, ``bytes_retained`` and ``bytes_spilled`` are gauges (what
 is retained now; ``bytes_spilled`` is the size of the spill file), while
-``records_replayed`` (records sent by replays) and ``retention_overflows``
-are cumulative. The ``*_out`` counters count each frame once, at its first
-send: a replay's re-sends count in ``records_replayed`` only, and a record
-held while the consumer was down is pending until a replay (or the lossy
-reset that discards it) settles it.
+``records_replayed`` (records sent by replays), ``bytes_replayed`` (their
+buffers' payload bytes), ``bytes_replayed_from_disk`` (the part read back from
+the spill file) and ``retention_overflows`` are cumulative. The ``*_out``
+counters count each frame once, at its first send: a replay's re-sends count
+in ``records_replayed`` only, and a record held while the consumer was down is
+pending until a replay (or the lossy reset that discards it) settles it.
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ class SubpartitionMetrics:
     """Bytes of this subpartition's spill file now."""
     records_replayed: int = 0
     """Records sent by replays (again, or first if held while the consumer was down)."""
+    bytes_replayed: int = 0
+    """Payload bytes of the buffers replays sent."""
+    bytes_replayed_from_disk: int = 0
+    """The part of ``bytes_replayed`` read back from the spill file."""
     retention_overflows: int = 0
     """Times retention went past its bounds and gave up its history."""
 
@@ -104,6 +109,8 @@ class PartitionMetrics:
     bytes_retained: int = 0
     bytes_spilled: int = 0
     records_replayed: int = 0
+    bytes_replayed: int = 0
+    bytes_replayed_from_disk: int = 0
     retention_overflows: int = 0
 
     @classmethod

@@ -8,7 +8,9 @@ then what was held while it was down. They go out first, renumbered from 0
 for the new attempt (buffers need credit as usual; events do not), before
 anything in the subpartition's queue, whose entries are numbered after them.
 
-Counting: every record a replay sends counts in ``records_replayed``; an entry
+Counting: every record a replay sends counts in ``records_replayed`` and its
+buffer's payload in ``bytes_replayed`` (and ``bytes_replayed_from_disk`` when it
+was read back from the spill file); an entry
 that had never been sent (held while the consumer was down) also counts in
 the ``*_out`` counters, which count each frame once, at its first send.
 
@@ -99,12 +101,17 @@ class Replay:
             n = store.records_at(pos)
             if n != EVENT and sp.credit <= 0:
                 break
+            spilled = store.is_spilled(pos)
             frame = store.frame_at(pos)
             first = pos >= store.unsent_from
             if n != EVENT:
                 sp.credit -= 1
                 finish_buffer_frame(frame, self.next_seq, end - pos - 1 + len(sp.queue))
                 m.records_replayed += n
+                payload = len(frame) - BUFFER_FRAME_HEADER_SIZE
+                m.bytes_replayed += payload
+                if spilled:
+                    m.bytes_replayed_from_disk += payload
                 if first:
                     m.records_out += n
                     m.bytes_out += len(frame) - BUFFER_FRAME_HEADER_SIZE

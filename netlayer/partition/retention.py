@@ -244,6 +244,10 @@ class RetentionStore:
         """``n_records`` of the entry at ``position`` (`EVENT` for an event)."""
         return self._log[position - self._start][-1]
 
+    def is_spilled(self, position: int) -> bool:
+        """Whether the entry at ``position`` lives in the spill file (else in memory)."""
+        return len(self._log[position - self._start]) == 3
+
     def frame_at(self, position: int) -> bytearray:
         """The frame at ``position`` as a bytearray the caller may change.
 
@@ -353,9 +357,16 @@ class RetentionStore:
 
     def _overflow(self) -> None:
         unsent = self.unsent_records()
-        log.warning("%r: retention past its bounds (%r); giving up its history", self, self.budget)
-        self.clear(GAP_OVERFLOW)
         self.overflows += 1
+        # a bound too small for the steady rate overflows once per checkpoint: say so
+        # the first time, then every 100th
+        level = logging.WARNING if self.overflows % 100 == 1 else logging.DEBUG
+        log.log(
+            level,
+            "%r: retention past its bounds (%r); giving up its history (overflow %d)",
+            self, self.budget, self.overflows,
+        )  # fmt: skip
+        self.clear(GAP_OVERFLOW)
         if self.on_overflow is not None:
             self.on_overflow(unsent)
 

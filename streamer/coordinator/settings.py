@@ -69,6 +69,8 @@ SETTINGS: dict[str, Check] = {
     "strategy": _text("full", "region", "individual"),
     "individual_recovery": _text("lossy", "lossless"),
     "retention_bytes": _integer(minimum=1),
+    "retention_spill_bytes": _integer(minimum=0),
+    "retention_overflow": _text("region", "lossy"),
     "bootstrap_servers": _text(),
     "kafka_config": _kafka_config,
     "params": _mapping,

@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from streamer.local.failover_counts import describe_counts
+
 Status = dict[str, Any]
 ERRORS_PER_UPDATE = 5
 
@@ -102,7 +104,7 @@ def describe_failover(f: dict[str, Any]) -> str:
         f"{f['task']} ({f['cause']}) {f['strategy']}: detected {ms('detected_at')}, "
         f"deployed {ms('deployed_at')}, running {ms('running_at')}, "
         f"channels updated {ms('channels_updated_at')}; restarted "
-        f"{len(f['tasks_restarted'])} task(s){extra}{ended}"
+        f"{len(f['tasks_restarted'])} task(s){extra}{ended}{describe_counts(f)}"
     )
 
 
@@ -119,7 +121,7 @@ class FailoverPrinter:
         lines = []
         for index, f in enumerate(failovers):
             key = f.get("id", index)
-            if key in self._printed or f["status"] == "in_progress":
+            if key in self._printed or f["status"] == "in_progress" or f.get("counting"):
                 continue
             self._printed.add(key)
             number = f" {f['id']}" if "id" in f else ""

@@ -33,6 +33,7 @@ from typing import Any
 
 from netlayer.events import CheckpointBarrier, EndOfPartition, Watermark
 from netlayer.gate import ChannelInfo, InputGate, UnavailableEvent
+from netlayer.protocol.frames import CANNOT_REPLAY
 from streamer.runtime.causal import DET, UNAVAILABLE, CausalLedger, DeterminantLog, ReplayDiverged
 from streamer.runtime.chain import Head
 from streamer.runtime.checkpointing import BarrierAligner
@@ -126,6 +127,10 @@ class InputProcessor:
             ssl=client_ssl(),
         )
         await input_gate.start()
+        refused = _refused_replay(input_gate) if replay_from is not None else None
+        if refused is not None:  # (fail now, before RUNNING: the failover decides what next)
+            await input_gate.close()
+            raise ReplayDiverged(refused)
         return cls(ctx, input_gate, offsets, channel_input, counters)
 
     # ---------------------------------------------------------------- control
@@ -259,9 +264,11 @@ class InputProcessor:
                 batch = await self.gate.next_batch()
                 if batch is None:
                     raise ReplayDiverged("cannot replay from checkpoint: the input ended")
-                if any(item.__class__ is UnavailableEvent for item in batch[1]):
+                lost = [i for i in batch[1] if i.__class__ is UnavailableEvent]
+                if lost:
                     raise ReplayDiverged(
-                        "cannot replay from checkpoint: a producer failed during the replay"
+                        "cannot replay from checkpoint: a producer failed during the replay "
+                        f"({lost[0].reason})"
                     )
                 stash[batch[0]].extend(batch[1])
             return channel, [stash[channel].popleft() for _ in range(n)]
@@ -279,6 +286,8 @@ class InputProcessor:
         elif isinstance(event, Watermark):
             self._on_combined(self.combiner.on_watermark(channel, event.timestamp))
         elif isinstance(event, UnavailableEvent):
+            if CANNOT_REPLAY in event.reason:  # a producer stopped replaying to us
+                raise ReplayDiverged(event.reason)
             if self.ledger is not None:
                 self.ledger.unavailable(channel)
             self.counters.unavailable_events += 1
@@ -308,6 +317,15 @@ class InputProcessor:
 
     async def close(self) -> None:
         await self.gate.close()
+
+
+def _refused_replay(gate: InputGate) -> str | None:
+    """Why a producer refused this attempt's replay (at connection), or None."""
+    for ch in gate.channels:
+        for item in ch.queue:
+            if item.__class__ is UnavailableEvent and CANNOT_REPLAY in item.reason:
+                return str(item.reason)
+    return None
 
 
 def _next_run(items: deque[Any]) -> list[Any]:

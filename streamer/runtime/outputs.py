@@ -31,7 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from netlayer.partition import RecordWriter, ResultPartition
-from netlayer.partition.retention import DEFAULT_RETENTION_BYTES, RetentionBudget
+from netlayer.partition.retention import (
+    DEFAULT_MAX_SPILL_BYTES,
+    DEFAULT_RETENTION_BYTES,
+    RetentionBudget,
+)
 from netlayer.transport import PartitionServer
 from streamer.connectors import Delivery, KafkaSink
 from streamer.graph import Partitioner
@@ -44,7 +48,8 @@ log = logging.getLogger(__name__)
 def retention_budget(ctx: TaskContext) -> RetentionBudget | None:
     """Lossless single-task recovery (``individual_recovery=lossless``): the partitions
     retain what they sent since the last completed checkpoint, in memory up to
-    ``retention_bytes``, then spilled under this attempt's state directory."""
+    ``retention_bytes``, then spilled under this attempt's state directory up to
+    ``retention_spill_bytes``."""
     if ctx.config.get("individual_recovery", "lossy") != "lossless":
         return None
     base = Path(ctx.config.get("state_dir") or Path.cwd() / "streamer-state")
@@ -52,6 +57,7 @@ def retention_budget(ctx: TaskContext) -> RetentionBudget | None:
     return RetentionBudget(
         int(ctx.config.get("retention_bytes", DEFAULT_RETENTION_BYTES)),
         spill_dir=base / ctx.job_id / "retention" / name,
+        max_spill_bytes=int(ctx.config.get("retention_spill_bytes", DEFAULT_MAX_SPILL_BYTES)),
     )
 
 

@@ -4,7 +4,9 @@
 input channels) and ``records_emitted`` those it sent to its consumers. The data
 plane's counters also count the control records lossless recovery sends beside the
 data (determinants): per output partition ``records_out``, ``bytes_out``, ``queued``
-buffers, and per subpartition ``dropped``, ``lost``, ``replayed``; per input channel
+buffers, and per subpartition ``dropped``, ``lost``, ``replayed`` (records) and,
+for lossless recovery, ``replayed_bytes``, ``replayed_disk_bytes`` (read back from
+the spill file) and ``overflows`` (of retention); per input channel
 ``records_in``, ``bytes_in``, ``queued`` items, ``cleared``. Then the source's
 metrics (with its consumer ``lag`` per partition) and the sink's, the operators'
 (any dataclass ``metrics``), the task's counters, its watermark (ms), its keyed
@@ -91,6 +93,11 @@ def collect(m: MetricSources) -> dict[str, Any]:
                 "dropped": [sp.metrics.records_dropped for sp in p.subpartitions],
                 "lost": [sp.metrics.records_lost for sp in p.subpartitions],
                 "replayed": [sp.metrics.records_replayed for sp in p.subpartitions],
+                "replayed_bytes": [sp.metrics.bytes_replayed for sp in p.subpartitions],
+                "replayed_disk_bytes": [
+                    sp.metrics.bytes_replayed_from_disk for sp in p.subpartitions
+                ],
+                "overflows": [sp.metrics.retention_overflows for sp in p.subpartitions],
             }
             for pid, p in m.partitions.items()
         }

@@ -33,7 +33,9 @@ ALL_TASKS = sorted(
 )
 
 
-def submit(cluster: LocalCluster, bootstrap: str, topics: TopicFactory) -> tuple[str, str, str]:
+def submit(
+    cluster: LocalCluster, bootstrap: str, topics: TopicFactory, **settings: Any
+) -> tuple[str, str, str]:
     src, out = topics.create(8), topics.create(4)
     job_id = cluster.submit(
         "examples.keyed_count:job",
@@ -45,6 +47,7 @@ def submit(cluster: LocalCluster, bootstrap: str, topics: TopicFactory) -> tuple
             "checkpoint_interval": 0.5,
             "checkpoint_dir": str(cluster.work_dir / "checkpoints"),
             "params": {"in": src, "out": out, "delivery": "exactly_once"},
+            **settings,
         },
     )
     cluster.wait_for(job_id, all_running, what="all running")
@@ -118,11 +121,36 @@ def test_killed_tasks_recover_alone_and_exactly(
         assert rec["tasks_restarted"] == [victim] and not rec["fell_back"], rec
         assert rec["records_dropped"] == 0, rec
         assert rec["records_deduplicated"] is not None, rec
+        assert rec["retention_overflows"] == 0 and rec["lossy_reason"] is None, rec
+        # retention figures: what the producers replayed came out of memory (64 MiB)
+        assert rec["bytes_replayed_from_disk"] == 0, rec
         if replayed:  # a source has no producers: it re-reads Kafka
             assert rec["records_replayed"] > 0, rec
+            assert rec["bytes_replayed_from_memory"] > 0, rec
+        else:
+            assert rec["records_replayed"] == rec["bytes_replayed_from_memory"] == 0, rec
     status = stop_and_check_exact(cluster, job_id, feeder, kafka_bootstrap, out)
     killed = Counter(victims)
     assert {t["task"]: t["attempt"] for t in status["tasks"]} == {t: killed[t] for t in ALL_TASKS}
+
+
+def test_retention_spilled_to_disk_replays_from_disk_exactly(
+    cluster: LocalCluster, kafka_bootstrap: str, kafka_topics: TopicFactory
+) -> None:
+    """With ``retention_bytes=1`` every retained frame is spilled at once: a killed
+    counter's replay is read back from its producers' spill files, and the output is
+    exact."""
+    job_id, src, out = submit(cluster, kafka_bootstrap, kafka_topics, retention_bytes=1)
+    feeder = EventFeeder(kafka_bootstrap, src, rate=300, keys=32).start()
+    more_checkpoints(cluster, job_id, 2)
+    cluster.kill_task(job_id, "count#1")
+    status = cluster.wait_for(job_id, recovered(1), what="recovery of count#1")
+    rec = status["failovers"][0]
+    assert rec["tasks_restarted"] == ["count#1"] and not rec["fell_back"], rec
+    assert rec["records_replayed"] > 0 and rec["records_dropped"] == 0, rec
+    assert rec["bytes_replayed_from_disk"] > 0, rec
+    assert rec["bytes_replayed_from_memory"] == 0 and rec["retention_overflows"] == 0, rec
+    stop_and_check_exact(cluster, job_id, feeder, kafka_bootstrap, out)
 
 
 def test_a_killed_worker_ends_with_exact_output(

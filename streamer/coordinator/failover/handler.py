@@ -23,6 +23,16 @@ a completed checkpoint to replay from, and a failed replay restart the task's
 pipelined region instead: the plan says so in ``fallback_reason``, and nothing
 is lost.
 
+Retention past its bounds (a producer's memory and spill bounds, ``retention_bytes``
+and ``retention_spill_bytes``) makes that producer refuse the replay with
+``retention overflowed``; the job setting ``retention_overflow`` chooses what then:
+``region`` (the default: restart the task's region, exact, ``fallback_reason``
+says why) or ``lossy`` (redeploy the task alone without a replay, ByteDance's
+lossy protocol: what was routed to it since the checkpoint is lost and counted in
+``records_dropped``; ``lossy_reason`` says why). ``replay_refused`` decides it for
+the failover whose new attempt was refused; ``plan`` for a failure whose cause says
+so (a replay that overflowed after the failover ended).
+
 Threading: the coordinator's loop only (the backoff counts failures).
 """
 
@@ -32,6 +42,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from netlayer.partition.retention import GAP_OVERFLOW
 from streamer.connectors.health import UNREACHABLE
 from streamer.coordinator.failover.backoff import RestartBackoff
 from streamer.coordinator.failover.strategies import RestartIndividual, make_strategy
@@ -39,6 +50,7 @@ from streamer.graph import ExecutionGraph, TaskId
 
 # what a producer answers a replay request it cannot serve (netlayer's error text)
 REPLAY_FAILED = "cannot replay from checkpoint"
+OVERFLOW_CHOICES = ("region", "lossy")  # the job setting retention_overflow
 
 
 class Recovery(StrEnum):
@@ -55,6 +67,7 @@ class FailoverPlan:
     reason: str | None = None  # UNRECOVERABLE: why the job fails
     fallback_reason: str | None = None  # RESTART instead of INDIVIDUAL: why
     lossless: bool = False  # INDIVIDUAL: producers replay from the restored checkpoint
+    lossy_reason: str | None = None  # INDIVIDUAL, not lossless, in a lossless job: why
 
 
 class FailoverHandler:
@@ -68,6 +81,9 @@ class FailoverHandler:
             and config.get("checkpoint_interval") is not None
         )
         self.idle_timeout = config.get("idle_timeout_ms") is not None
+        self.on_overflow = config.get("retention_overflow", "region")
+        if self.on_overflow not in OVERFLOW_CHOICES:
+            raise ValueError(f"retention_overflow={self.on_overflow!r}: use region or lossy")
         self.strategy = make_strategy(config.get("strategy", "individual"), eg)
         self.backoff = RestartBackoff(
             max_failures_per_task=int(config.get("max_failures_per_task", 5)),
@@ -103,16 +119,32 @@ class FailoverHandler:
             return FailoverPlan(Recovery.RESTART, tasks, decision.delay_s)
         if not self.lossless:
             return FailoverPlan(Recovery.INDIVIDUAL, tasks, decision.delay_s)
+        if REPLAY_FAILED in cause:
+            return self.replay_refused(failed, cause, decision.delay_s)
         why = self._cannot_replay(failed, cause, last_checkpoint)
         if why is not None:
             region = self.strategy.fallback(failed)
             return FailoverPlan(Recovery.RESTART, region, decision.delay_s, fallback_reason=why)
         return FailoverPlan(Recovery.INDIVIDUAL, tasks, decision.delay_s, lossless=True)
 
+    def replay_refused(self, failed: TaskId, cause: str, delay_s: float = 0.0) -> FailoverPlan:
+        """A producer could not replay to ``failed``'s new attempt (``cause`` has its
+        text): restart the region, or, past retention's bounds with
+        ``retention_overflow=lossy``, recover ``failed`` alone and lossy."""
+        assert isinstance(self.strategy, RestartIndividual)
+        if GAP_OVERFLOW in cause and self.on_overflow == "lossy":
+            why = (
+                f"replay failed ({cause}): retention_overflow=lossy recovers {failed} alone "
+                "without a replay; what was routed to it since the checkpoint is lost"
+            )
+            return FailoverPlan(Recovery.INDIVIDUAL, frozenset({failed}), delay_s, lossy_reason=why)
+        setting = " (retention_overflow=region)" if GAP_OVERFLOW in cause else ""
+        why = f"replay failed ({cause}): lossless recovery restarts the region{setting}"
+        region = self.strategy.fallback(failed)
+        return FailoverPlan(Recovery.RESTART, region, delay_s, fallback_reason=why)
+
     def _cannot_replay(self, failed: TaskId, cause: str, last_checkpoint: int) -> str | None:
         """Why lossless single-task recovery cannot restore ``failed`` exactly, or None."""
-        if REPLAY_FAILED in cause:
-            return f"replay failed ({cause}): lossless recovery restarts the region"
         if last_checkpoint <= 0:
             return "no completed checkpoint to replay from: lossless recovery restarts the region"
         if self.idle_timeout and self.eg.vertex_of(failed).operators[0].kind == "kafka_source":

@@ -10,6 +10,12 @@ when the new attempt reset the subpartition) and reports it as
 ``partitions[<id>]["lost"]`` in its metrics; this module adds up the growth over
 the failover. (Reports without ``lost`` count ``dropped`` only, as before.)
 
+Lossless recovery's figures come the same way: ``records_replayed`` (what the
+producers sent again), the bytes of those replays read from retention memory and
+from spill files, ``retention_overflows`` (times a producer's retention for the
+task gave up, past its bounds) and ``records_deduplicated`` (re-emitted outputs the
+consumers dropped). ``counting`` is true on the record until they are filled in.
+
 Cleared records are the failed task's own partial outputs that its consumers
 discarded when its channel went away.
 
@@ -47,36 +53,60 @@ class LossAccounting:
         self.eg = eg
         self.store = store
         self.metrics_interval = metrics_interval
-        self._baselines: dict[int, tuple[Counters, Counters, Counters, Counters]] = {}
+        self._baselines: dict[int, dict[str, Counters]] = {}
         self._offsets = {t: _gate_offsets(eg, t) for t in eg.tasks}
 
+    def _counters(self, task: TaskId) -> dict[str, Counters]:
+        """Every counter a failover of ``task`` reports, by the record field it fills."""
+        return {
+            "records_dropped": self.lost_for(task),
+            "records_cleared": self.cleared_for(task),
+            "records_replayed": self.lost_for(task, "replayed"),
+            "records_deduplicated": self.cleared_for(task, "deduplicated"),
+            "bytes_replayed": self.lost_for(task, "replayed_bytes"),
+            "bytes_replayed_from_disk": self.lost_for(task, "replayed_disk_bytes"),
+            "retention_overflows": self.lost_for(task, "overflows"),
+        }
+
     def start(self, rec: FailoverRecord, task: TaskId) -> None:
-        """``task`` failed and restarts alone: remember its peers' counters now."""
-        self._baselines[rec.id] = (
-            self.lost_for(task),
-            self.cleared_for(task),
-            self.lost_for(task, "replayed"),
-            self.cleared_for(task, "deduplicated"),
-        )
+        """``task`` failed and restarts alone: remember its peers' counters now (once per
+        failover: a lossy retry after a refused replay keeps the first baseline)."""
+        if rec.id not in self._baselines:
+            self._baselines[rec.id] = self._counters(task)
+            rec.counting = True
 
     def forget(self, rec: FailoverRecord) -> None:
         """``rec`` turned into a restart of a set: nothing is lost (it replays)."""
         self._baselines.pop(rec.id, None)
+        rec.counting = False
         rec.records_dropped = None
         rec.records_cleared = None
         rec.records_replayed = None
         rec.records_deduplicated = None
+        rec.bytes_replayed_from_memory = None
+        rec.bytes_replayed_from_disk = None
+        rec.retention_overflows = None
 
     async def count(self, rec: FailoverRecord, task: TaskId) -> None:
-        """Fill ``rec``'s loss from the peers' next metrics reports (after recovery)."""
-        await asyncio.sleep(2.5 * self.metrics_interval)
-        baseline = self._baselines.pop(rec.id, None)
-        if baseline is None:
-            return
-        rec.records_dropped = growth(baseline[0], self.lost_for(task))
-        rec.records_cleared = growth(baseline[1], self.cleared_for(task))
-        rec.records_replayed = growth(baseline[2], self.lost_for(task, "replayed"))
-        rec.records_deduplicated = growth(baseline[3], self.cleared_for(task, "deduplicated"))
+        """Fill ``rec``'s counts from the peers' next metrics reports (after recovery)."""
+        try:
+            await asyncio.sleep(2.5 * self.metrics_interval)
+            baseline = self._baselines.pop(rec.id, None)
+            if baseline is None:
+                return
+            now = self._counters(task)
+            grown = {name: growth(baseline[name], now[name]) for name in now}
+            rec.records_dropped = grown["records_dropped"]
+            rec.records_cleared = grown["records_cleared"]
+            rec.records_replayed = grown["records_replayed"]
+            rec.records_deduplicated = grown["records_deduplicated"]
+            rec.bytes_replayed_from_disk = grown["bytes_replayed_from_disk"]
+            rec.bytes_replayed_from_memory = (
+                grown["bytes_replayed"] - grown["bytes_replayed_from_disk"]
+            )
+            rec.retention_overflows = grown["retention_overflows"]
+        finally:
+            rec.counting = False
 
     def lost_for(self, task: TaskId, counter: str = "lost") -> Counters:
         """Per producer of ``task``: (metrics attempt, records it lost for ``task``, or

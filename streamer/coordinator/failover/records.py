@@ -45,7 +45,12 @@ class FailoverRecord:
     records_cleared: int | None = None
     records_replayed: int | None = None  # lossless: what the producers sent again
     records_deduplicated: int | None = None  # lossless: re-emitted outputs consumers dropped
+    bytes_replayed_from_memory: int | None = None  # lossless: replayed out of retention memory
+    bytes_replayed_from_disk: int | None = None  # lossless: replayed out of spill files
+    retention_overflows: int | None = None  # producers' retention for it gave up its history
     replay_from: int | None = None  # lossless: the checkpoint the new attempt restored
+    lossy_reason: str | None = None  # lossless recovery went lossy instead (retention_overflow)
+    counting: bool = False  # the counts above come with the peers' next metrics reports
     fell_back: bool = False
     fallback_reason: str | None = None
     fallback_at: float | None = None  # when the individual protocol gave up
@@ -145,8 +150,10 @@ class FailoverLog:
         self._end(rec, status)
 
     def end_all(self, status: str = JOB_ENDED) -> None:
-        """The job ended: every failover still in progress ends with ``status``."""
+        """The job ended: every failover still in progress ends with ``status``; counts
+        still to come will not (nobody reports metrics any more)."""
         for rec in self.records:
+            rec.counting = False
             if rec.in_progress:
                 self._end(rec, status)
 
