@@ -38,6 +38,7 @@ from streamer.runtime.causal import DET, UNAVAILABLE, CausalLedger, DeterminantL
 from streamer.runtime.chain import Head
 from streamer.runtime.checkpointing import BarrierAligner
 from streamer.runtime.eventtime import WatermarkCombiner
+from streamer.runtime.latency_trace import LatencyTrace
 from streamer.runtime.outputs import SinkOutput, WriterOutput
 from streamer.runtime.sink_commits import SinkCommitter
 from streamer.runtime.snapshots import TaskSnapshotter
@@ -75,6 +76,8 @@ class InputProcessor:
         self.dets: DeterminantLog | None = None
         """Lossless mode with outputs: the determinant of every batch, and a replay."""
         self._stash: list[deque[Any]] = [deque() for _ in gate.channels]
+        self.trace = LatencyTrace.for_task(ctx)
+        """Sampled stage times for a latency breakdown (None: off, the default)."""
 
     def enable_causal_log(
         self,
@@ -222,6 +225,7 @@ class InputProcessor:
         counters = self.counters
         ledger, dets = self.ledger, self.dets
         next_batch = gate.next_batch if ledger is None else self._next_batch
+        trace = self.trace
         while True:
             batch = await next_batch()
             if batch is None:
@@ -235,6 +239,12 @@ class InputProcessor:
                     unavailable = items[0].__class__ is UnavailableEvent
                     dets.record(channel, UNAVAILABLE if unavailable else len(items))
             inp = channel_input[channel]
+            traced: Any = None  # the record a latency trace follows through this batch
+            if trace is not None and items:
+                middle = items[len(items) // 2]
+                if middle.__class__ is list:
+                    traced = middle[1]
+                    trace.mark("in", traced, len(items))
             n = 0
             for item in items:
                 if item.__class__ is list:
@@ -245,6 +255,8 @@ class InputProcessor:
                 else:
                     self._on_event(channel, item)
             counters.records_processed += n
+            if traced is not None and trace is not None:
+                trace.mark("out", traced, n)
             if output.waits:
                 await output.drain()
             commits.maybe_commit()
@@ -316,6 +328,8 @@ class InputProcessor:
         self._idle_sent = idle
 
     async def close(self) -> None:
+        if self.trace is not None:
+            self.trace.flush()
         await self.gate.close()
 
 

@@ -39,6 +39,7 @@ from streamer.connectors.source import SourceRecord
 from streamer.runtime.causal import DET, ReplayDiverged
 from streamer.runtime.chain import Head
 from streamer.runtime.eventtime import IDLE_WATERMARK, SourceWatermarks
+from streamer.runtime.latency_trace import LatencyTrace
 from streamer.runtime.outputs import SinkOutput, WriterOutput
 from streamer.runtime.sink_commits import SinkCommitter
 from streamer.runtime.snapshots import TaskSnapshotter
@@ -77,6 +78,8 @@ class SourceRunner:
         self._lags: dict[str, int] = {}
         self._lags_due = 0.0
         self._lags_interval = float(ctx.config.get("metrics_interval", 1.0))
+        self.trace = LatencyTrace.for_task(ctx)
+        """Sampled stage times for a latency breakdown (None: off, the default)."""
 
     def enable_causal_log(
         self, broadcast: Callable[[Any], None] | None, replay: list[Any] | None
@@ -155,6 +158,7 @@ class SourceRunner:
         counters = self.counters
         batch_size = int(self.ctx.config.get("source_batch", 500))
         broadcast = self._broadcast
+        trace = self.trace
         while True:
             if self._replay:
                 entry = self._replay.popleft()
@@ -168,6 +172,8 @@ class SourceRunner:
                 batch = await loop.run_in_executor(self.kafka_thread, self._poll, batch_size)
             if batch and broadcast is not None:
                 broadcast({DET: ["s", _runs(batch)]})
+            if trace is not None and batch:
+                trace.mark("polled", batch[len(batch) // 2].value, len(batch))
             for rec in batch:
                 value = rec.value
                 ts = rec.timestamp if assigner is None else assigner(value)
@@ -175,6 +181,8 @@ class SourceRunner:
                     marks.on_event(rec.partition, ts)
                 head(value, ts, 0)
             counters.records_processed += len(batch)
+            if trace is not None and batch:
+                trace.mark("emitted", batch[len(batch) // 2].value, len(batch))
             if marks is not None:
                 wm = marks.poll(_now_ms())
                 if wm == IDLE_WATERMARK:
@@ -243,6 +251,8 @@ class SourceRunner:
         return {**asdict(self.source.metrics), "snapshot": snapshot, "lag": dict(self._lags)}
 
     async def close(self) -> None:
+        if self.trace is not None:
+            self.trace.flush()
         if self.source is not None:
             await asyncio.get_running_loop().run_in_executor(self.kafka_thread, self.source.close)
         self.kafka_thread.shutdown(wait=False)
