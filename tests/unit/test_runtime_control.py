@@ -183,6 +183,9 @@ def test_metrics_report_records_lost_per_subpartition() -> None:
             records_dropped=dropped,
             records_lost=lost,
             records_replayed=0,
+            bytes_replayed=0,
+            bytes_replayed_from_disk=0,
+            retention_overflows=dropped,
         )
         return SimpleNamespace(metrics=metrics, queue=[b"buffer"] * dropped)
 
@@ -197,4 +200,7 @@ def test_metrics_report_records_lost_per_subpartition() -> None:
         "dropped": [1, 0],
         "lost": [2, 0],
         "replayed": [0, 0],
+        "replayed_bytes": [0, 0],
+        "replayed_disk_bytes": [0, 0],
+        "overflows": [1, 0],
     }
