@@ -9,9 +9,10 @@ Delivery modes:
   one open transaction per producer, so records written between
   ``prepare_commit(e)`` and ``commit(e)`` are held here and produced into the next
   transaction right after ``e`` commits: epoch boundaries stay exact. The
-  transactional id is ``streamer-<job>-<vertex>-<subtask>``, so a restarted
-  attempt fences the previous one (``init_transactions`` aborts its open
-  transaction).
+  transactional id is ``streamer-<job>-<vertex>-<subtask>-<topic>``, so a restarted
+  attempt (or a resubmission of the job) fences the previous one
+  (``init_transactions`` aborts its open transaction), while two jobs that share a
+  name but write different topics never fence each other.
 
 Commit markers (exactly-once): each transaction also commits, through
 ``send_offsets_to_transaction``, the offset ``epoch`` of ``<topic>[0]`` for the
@@ -79,9 +80,9 @@ class SinkMetrics:
 _Pending = tuple[bytes | None, bytes | None, int | None, int | None]
 
 
-def transactional_id(job: str, vertex: str, subtask: int) -> str:
+def transactional_id(job: str, vertex: str, subtask: int, topic: str) -> str:
     """Stable across attempts of one subtask, so a new attempt fences the old one."""
-    return f"streamer-{job}-{vertex}-{subtask}"
+    return f"streamer-{job}-{vertex}-{subtask}-{topic}"
 
 
 class KafkaSink:
@@ -109,7 +110,7 @@ class KafkaSink:
         self.delivery = Delivery.parse(delivery)
         self.key_serde = get_serde(key_serde)
         self.value_serde = get_serde(value_serde)
-        self.transactional_id = transactional_id(job, vertex, subtask)
+        self.transactional_id = transactional_id(job, vertex, subtask, topic)
         self.marker_group = f"{self.transactional_id}-{run_id}-commits"
         self.metadata_timeout = metadata_timeout
         self.metrics = SinkMetrics()

@@ -108,7 +108,7 @@ def test_a_restarted_attempt_fences_the_old_one(
     new = KafkaSink(
         kafka_bootstrap, topic, job="job", vertex="sink", subtask=3, delivery="exactly_once"
     )
-    assert new.transactional_id == old.transactional_id == "streamer-job-sink-3"
+    assert new.transactional_id == old.transactional_id == f"streamer-job-sink-3-{topic}"
     new.open()  # fences attempt 0 and aborts its open transaction
     with pytest.raises(ConnectorError, match="was fenced by a newer attempt"):
         old.commit(1)
@@ -135,6 +135,27 @@ def test_a_failed_delivery_is_an_error_though_successes_make_no_callback(
     with pytest.raises(ConnectorError, match=r"^sink cannot write to topic .*: partition 7 "):
         sink.write({"i": -1}, partition=7)  # the topic has 2 partitions
     sink.close()
+
+
+def test_same_named_jobs_writing_other_topics_do_not_fence_each_other(
+    kafka_bootstrap: str, kafka_topics: TopicFactory
+) -> None:
+    first, second = kafka_topics.create(1), kafka_topics.create(1)
+    sinks = [
+        KafkaSink(kafka_bootstrap, t, job="job", vertex="sink", subtask=0, delivery="exactly_once")
+        for t in (first, second)
+    ]
+    for sink in sinks:
+        sink.open()
+    for round_ in (1, 2):  # interleaved transactions: neither producer is fenced
+        for sink in sinks:
+            sink.write({"round": round_})
+            sink.prepare_commit(round_)
+            sink.commit(round_)
+    for sink, topic in zip(sinks, (first, second), strict=True):
+        got = values(kafka_bootstrap, topic, expected=2, idle=0.3)
+        assert got == [{"round": 1}, {"round": 2}]
+        sink.close()
 
 
 def test_sink_to_unknown_topic_is_a_clear_error(kafka_bootstrap: str) -> None:
