@@ -43,9 +43,21 @@ class KeyedAccess:
     current key raises `StateError`. The backend calls `close` before it
     closes the database.
 
+    Write-back cache: point reads and writes (`get`, `put`, `delete`) go through a
+    dict of raw entries (at most `CACHE_ENTRIES`); writes reach RocksDB in one
+    ``WriteBatch`` at `flush`, which runs before every scan, before a snapshot and
+    at close, and when the cache is full. So a scan, a snapshot and the database
+    always see every write made before them, several writes between two flushes
+    land atomically, and a hot key costs a dict lookup instead of two RocksDB
+    calls (issue 14: a count task spent a quarter of its time in them). Entries
+    are cached as raw bytes with their TTL header, so expiry works as before, and
+    a value a handle returns is always a fresh object.
+
     Threading: the owning task's thread only. Iterators read a consistent view
     (a RocksDB iterator pins the data it started on).
     """
+
+    CACHE_ENTRIES = 50_000
 
     def __init__(
         self, db: rocksdict.Rdict, max_parallelism: int, key_groups: range, clock: Clock
@@ -60,14 +72,67 @@ class KeyedAccess:
         self._kg_bytes = b""
         self._key_part: bytes | None = None
         self._scans: weakref.WeakSet[Generator[Any, None, None]] = weakref.WeakSet()
+        self._cache: dict[bytes, bytes | None] = {}  # raw entries; None: absent/deleted
+        self._dirty: set[bytes] = set()  # cached entries not written to RocksDB yet
 
     def close(self) -> None:
-        """Close every unfinished iterator and refuse further use (idempotent)."""
+        """Write what the cache holds, close every unfinished iterator and refuse
+        further use (idempotent)."""
         if self._closed:
             return
+        self.flush()
         self._closed = True
         for scan in list(self._scans):
             scan.close()
+
+    # ------------------------------------------------------------------ entries
+
+    def get(self, key: bytes) -> bytes | None:
+        """The raw entry at ``key`` (None: absent), from the cache when it holds it."""
+        cache = self._cache
+        if key in cache:
+            return cache[key]
+        raw: bytes | None = self.db.get(key)
+        if len(cache) >= self.CACHE_ENTRIES:
+            self._evict()
+        cache[key] = raw
+        return raw
+
+    def put(self, key: bytes, raw: bytes) -> None:
+        """Set the raw entry at ``key`` (written to RocksDB at the next `flush`)."""
+        cache = self._cache
+        if len(cache) >= self.CACHE_ENTRIES and key not in cache:
+            self._evict()
+        cache[key] = raw
+        self._dirty.add(key)
+
+    def delete(self, key: bytes) -> None:
+        """Remove the entry at ``key`` (from RocksDB at the next `flush`)."""
+        cache = self._cache
+        if len(cache) >= self.CACHE_ENTRIES and key not in cache:
+            self._evict()
+        cache[key] = None
+        self._dirty.add(key)
+
+    def flush(self) -> None:
+        """Write every cached change to RocksDB in one batch (the cache stays warm)."""
+        dirty = self._dirty
+        if not dirty:
+            return
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        cache = self._cache
+        for key in dirty:
+            raw = cache[key]
+            if raw is None:
+                batch.delete(key)
+            else:
+                batch.put(key, raw)
+        self.db.write(batch)
+        dirty.clear()
+
+    def _evict(self) -> None:
+        self.flush()
+        self._cache.clear()
 
     # ------------------------------------------------------------------ current key
 
@@ -117,7 +182,9 @@ class KeyedAccess:
     # ------------------------------------------------------------------ ranges
 
     def scan(self, lower: bytes, upper: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Entries with ``lower <= key < upper`` in key order."""
+        """Entries with ``lower <= key < upper`` in key order (cached writes included:
+        they are flushed first; writes made while iterating are not seen)."""
+        self.flush()
         scan = self._scan_gen(lower, upper)
         self._scans.add(scan)
         return scan
@@ -135,17 +202,16 @@ class KeyedAccess:
             del it
 
     def delete_prefix(self, prefix: bytes) -> None:
-        """Delete every entry whose key starts with ``prefix``, in one write."""
-        batch = rocksdict.WriteBatch(raw_mode=True)
-        for key, _ in self.scan(prefix, successor(prefix)):
-            batch.delete(key)
-        if len(batch):
-            self.db.write(batch)
+        """Delete every entry whose key starts with ``prefix`` (in one write, at the
+        next flush)."""
+        for key in [key for key, _ in self.scan(prefix, successor(prefix))]:
+            self.delete(key)
 
     def next_seq(self, prefix: bytes) -> int:
         """The sequence number after the last list element under ``prefix`` (0 if none)."""
         # No iterate_lower_bound: rocksdict 0.3.29's ReadOptions.set_iterate_lower_bound
         # sets the *upper* bound. Never use it; check the landing key instead.
+        self.flush()
         it = self.db.iter()
         it.seek_for_prev(prefix + SEQ_MAX)
         if it.valid():
@@ -156,6 +222,7 @@ class KeyedAccess:
 
     def keys(self, sid: int, kind: StateKind) -> Iterator[bytes]:
         """See `KeyedStateBackend.keys_of` (``sid`` and ``kind`` of the state)."""
+        self.flush()
         keys = self._keys_gen(sid, kind)
         self._scans.add(keys)
         return keys
@@ -186,6 +253,7 @@ class KeyedAccess:
         for key, raw in self.scan(kgs.start.to_bytes(2, "big"), kgs.stop.to_bytes(2, "big")):
             if raw[0] == EXPIRING and int.from_bytes(raw[1:9], "big") <= now:
                 batch.delete(key)
+                self._cache.pop(key, None)  # (clean: the scan flushed everything)
                 removed += 1
                 if len(batch) >= BATCH:
                     self.db.write(batch)

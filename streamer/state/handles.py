@@ -30,6 +30,12 @@ class StateAccess(Protocol):
 
     def prefix(self, sid: bytes) -> bytes: ...
 
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def put(self, key: bytes, raw: bytes) -> None: ...
+
+    def delete(self, key: bytes) -> None: ...
+
     def decode(self, raw: bytes, now: int | None = None) -> Any: ...
 
     def expiry(self, ttl_ms: int | None) -> int | None: ...
@@ -45,12 +51,11 @@ __all__ = ["ListState", "MapState", "ValueState"]
 
 
 class _StateHandle:
-    __slots__ = ("_access", "_db", "_name", "_sid", "_ttl_ms")
+    __slots__ = ("_access", "_name", "_sid", "_ttl_ms")
 
     def __init__(self, access: StateAccess, name: str, sid: int, ttl_ms: int | None):
         check_ttl(ttl_ms)
         self._access = access
-        self._db = access.db
         self._name = name
         self._sid = sid.to_bytes(2, "big")
         self._ttl_ms = ttl_ms
@@ -76,7 +81,7 @@ class ValueState(_StateHandle):
 
     def value(self, default: Any = None) -> Any:
         """The current key's value, or ``default`` when absent or expired."""
-        raw = self._db.get(self._access.prefix(self._sid))
+        raw = self._access.get(self._access.prefix(self._sid))
         if raw is None:
             return default
         value = self._access.decode(raw)
@@ -84,13 +89,13 @@ class ValueState(_StateHandle):
 
     def update(self, value: Any) -> None:
         """Set the current key's value (restarting its TTL)."""
-        self._db[self._access.prefix(self._sid)] = encode_value(
-            value, self._access.expiry(self._ttl_ms)
+        self._access.put(
+            self._access.prefix(self._sid), encode_value(value, self._access.expiry(self._ttl_ms))
         )
 
     def clear(self) -> None:
         """Remove the current key's value."""
-        self._db.delete(self._access.prefix(self._sid))
+        self._access.delete(self._access.prefix(self._sid))
 
 
 class MapState(_StateHandle):
@@ -112,7 +117,7 @@ class MapState(_StateHandle):
 
     def get(self, key: Any, default: Any = None) -> Any:
         """The value under ``key``, or ``default`` when absent or expired."""
-        raw = self._db.get(self._access.prefix(self._sid) + self._user_key(key))
+        raw = self._access.get(self._access.prefix(self._sid) + self._user_key(key))
         if raw is None:
             return default
         value = self._access.decode(raw)
@@ -120,28 +125,27 @@ class MapState(_StateHandle):
 
     def put(self, key: Any, value: Any) -> None:
         """Set ``key`` to ``value`` (restarting that entry's TTL)."""
-        self._db[self._access.prefix(self._sid) + self._user_key(key)] = encode_value(
-            value, self._access.expiry(self._ttl_ms)
+        self._access.put(
+            self._access.prefix(self._sid) + self._user_key(key),
+            encode_value(value, self._access.expiry(self._ttl_ms)),
         )
 
     def put_all(self, entries: Mapping[Any, Any] | Iterable[tuple[Any, Any]]) -> None:
-        """Put several entries in one atomic write."""
+        """Put several entries in one atomic write (they reach RocksDB in one batch)."""
         prefix = self._access.prefix(self._sid)
         expiry = self._access.expiry(self._ttl_ms)
         pairs = entries.items() if isinstance(entries, Mapping) else entries
-        batch = rocksdict.WriteBatch(raw_mode=True)
-        for key, value in pairs:
-            batch.put(prefix + self._user_key(key), encode_value(value, expiry))
-        if len(batch):
-            self._db.write(batch)
+        encoded = [(prefix + self._user_key(k), encode_value(v, expiry)) for k, v in pairs]
+        for key, raw in encoded:
+            self._access.put(key, raw)
 
     def remove(self, key: Any) -> None:
         """Remove ``key`` (no error when absent)."""
-        self._db.delete(self._access.prefix(self._sid) + self._user_key(key))
+        self._access.delete(self._access.prefix(self._sid) + self._user_key(key))
 
     def contains(self, key: Any) -> bool:
         """Whether ``key`` is present and not expired."""
-        raw = self._db.get(self._access.prefix(self._sid) + self._user_key(key))
+        raw = self._access.get(self._access.prefix(self._sid) + self._user_key(key))
         return raw is not None and self._access.decode(raw) is not ABSENT
 
     def __contains__(self, key: Any) -> bool:
@@ -220,8 +224,8 @@ class ListState(_StateHandle):
         """Append ``value``."""
         prefix = self._access.prefix(self._sid)
         seq = self._access.next_seq(prefix)
-        self._db[prefix + seq.to_bytes(8, "big")] = encode_value(
-            value, self._access.expiry(self._ttl_ms)
+        self._access.put(
+            prefix + seq.to_bytes(8, "big"), encode_value(value, self._access.expiry(self._ttl_ms))
         )
 
     def add_all(self, values: Iterable[Any]) -> None:
@@ -229,24 +233,19 @@ class ListState(_StateHandle):
         prefix = self._access.prefix(self._sid)
         seq = self._access.next_seq(prefix)
         expiry = self._access.expiry(self._ttl_ms)
-        batch = rocksdict.WriteBatch(raw_mode=True)
-        for seq_no, value in enumerate(values, start=seq):
-            batch.put(prefix + seq_no.to_bytes(8, "big"), encode_value(value, expiry))
-        if len(batch):
-            self._db.write(batch)
+        encoded = [encode_value(value, expiry) for value in values]
+        for seq_no, raw in enumerate(encoded, start=seq):
+            self._access.put(prefix + seq_no.to_bytes(8, "big"), raw)
 
     def update(self, values: Iterable[Any]) -> None:
         """Replace the list with ``values`` in one atomic write."""
         prefix = self._access.prefix(self._sid)
         expiry = self._access.expiry(self._ttl_ms)
         encoded = [encode_value(value, expiry) for value in values]
-        batch = rocksdict.WriteBatch(raw_mode=True)
-        for key, _ in self._access.scan(prefix, successor(prefix)):
-            batch.delete(key)
+        for key in [key for key, _ in self._access.scan(prefix, successor(prefix))]:
+            self._access.delete(key)
         for seq_no, raw in enumerate(encoded):
-            batch.put(prefix + seq_no.to_bytes(8, "big"), raw)
-        if len(batch):
-            self._db.write(batch)
+            self._access.put(prefix + seq_no.to_bytes(8, "big"), raw)
 
     def clear(self) -> None:
         """Remove every element."""

@@ -285,4 +285,5 @@ class KeyedStateBackend:
         ``{"format": 1, "max_parallelism", "key_groups": [start, stop],
         "state_names": {name: {"id", "kind"}}}`` (JSON-serializable).
         """
+        self._access.flush()  # every write made before the snapshot is in it
         return self._database.snapshot(target_dir)
