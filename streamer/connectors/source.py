@@ -142,7 +142,14 @@ class KafkaSource:
 
         config = base_config(
             self.bootstrap_servers,
-            {"fetch.wait.max.ms": 50, **(self._consumer_config or {})},
+            # fetch.queue.backoff.ms: librdkafka's default (1 s) pauses a partition's
+            # fetching whenever its prefetch queue is full, which capped one consumer
+            # at a third of a core (issue 14)
+            {
+                "fetch.wait.max.ms": 50,
+                "fetch.queue.backoff.ms": 10,
+                **(self._consumer_config or {}),
+            },
             kafka_config=self.kafka_config,
             managed={
                 "group.id": self.group_id,
@@ -246,16 +253,26 @@ class KafkaSource:
             self._positions.get(p, 0) >= end for p, end in self._end_offsets.items()
         )
 
+    @property
+    def discovery_due(self) -> bool:
+        """Whether the next `poll_batch` looks for new partitions (a metadata request:
+        call it where blocking is fine)."""
+        return not self.bounded and time.monotonic() >= self._next_discovery
+
     def poll_batch(self, max_records: int = 500, timeout: float = 0.1) -> list[SourceRecord]:
-        """Up to ``max_records`` decoded records, waiting at most ``timeout`` seconds."""
+        """Up to ``max_records`` decoded records, waiting at most ``timeout`` seconds.
+
+        With ``timeout=0`` it never blocks: it takes what librdkafka already fetched,
+        and leaves partition discovery (`discovery_due`) to a call that may wait."""
         if self._pending_error is not None:
             raise self._pending_error
         if self._consumer is None:
             raise ConnectorError(f"source for topic {self.topic!r} is not open: call open() first")
-        if not self.bounded and time.monotonic() >= self._next_discovery:
+        if timeout > 0 and self.discovery_due:
             self.discover_partitions()
         if not self._positions or self.finished:
-            time.sleep(min(timeout, 0.05))
+            if timeout > 0:
+                time.sleep(min(timeout, 0.05))
             return []
         messages = self._consumer.consume(num_messages=max_records, timeout=timeout)
         out: list[SourceRecord] = []

@@ -169,7 +169,13 @@ class SourceRunner:
             elif self._buffers:
                 batch = self._drain_buffers()  # the first live batch after a replay
             else:
-                batch = await loop.run_in_executor(self.kafka_thread, self._poll, batch_size)
+                # what librdkafka already fetched is taken on the loop at once; only an
+                # empty queue waits, on the Kafka thread (no thread hop per busy batch)
+                batch = [] if source.discovery_due else self._poll(batch_size, 0.0)
+                if not batch:
+                    batch = await loop.run_in_executor(
+                        self.kafka_thread, self._poll, batch_size, 0.05
+                    )
             if batch and broadcast is not None:
                 broadcast({DET: ["s", _runs(batch)]})
             if trace is not None and batch:
@@ -212,17 +218,18 @@ class SourceRunner:
                     "cannot replay from checkpoint: the source's logged records did not "
                     f"come back within 30 s (needed {need})"
                 )
-            polled = await loop.run_in_executor(self.kafka_thread, self._poll, batch_size)
+            polled = await loop.run_in_executor(self.kafka_thread, self._poll, batch_size, 0.05)
             for rec in polled:
                 self._buffers.setdefault(rec.partition, deque()).append(rec)
         batch = [self._buffers[p].popleft() for p, n in runs for _ in range(n)]
         self._buffers = {p: b for p, b in self._buffers.items() if b}
         return batch
 
-    def _poll(self, batch_size: int) -> list[SourceRecord]:
-        """On the Kafka thread: a batch, and the consumer lag once per metrics interval."""
+    def _poll(self, batch_size: int, timeout: float) -> list[SourceRecord]:
+        """A batch (waiting up to ``timeout``: then on the Kafka thread), and the
+        consumer lag once per metrics interval. Never called concurrently."""
         assert self.source is not None
-        batch = self.source.poll_batch(batch_size, 0.05)
+        batch = self.source.poll_batch(batch_size, timeout)
         now = time.monotonic()
         if now >= self._lags_due:
             self._lags_due = now + self._lags_interval
