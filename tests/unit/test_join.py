@@ -197,20 +197,21 @@ def assert_state_exact(
     assert have == want, (wm, have, want)
 
 
+def run_checking_state(
+    op: IntervalJoinOperator, sink: Collect, events: list[Event], key: Any = lambda k: k
+) -> None:
+    """`run`, checking after every event that the buffer is exactly the needed set."""
+    for pos in range(len(events)):
+        run(op, sink, events[: pos + 1], pos)
+        assert_state_exact(op, events, pos + 1, key)
+
+
 @settings(max_examples=250, deadline=None)
 @given(streams())
 def test_join_matches_oracle(case: tuple[Any, ...]) -> None:
     n, lower, upper, events = case
     op, sink = make_op(n, lower, upper)
-    for pos in range(len(events)):
-        sink.position = pos
-        kind, payload = events[pos]
-        if kind == "rec":
-            i, rid, key, ts = payload
-            op.process([i, rid, key], ts, i)
-        else:
-            op.on_watermark(payload)
-        assert_state_exact(op, events, pos + 1)
+    run_checking_state(op, sink, events)
     assert sum(op.metrics.late_records) == 0  # the generator produces no late record
     # exactly the oracle's combinations, each once, at the event completing it
     assert combos_of(sink.out) == oracle(events, n, lower, upper)
@@ -236,15 +237,7 @@ def test_join_on_rocksdb_state_matches_the_oracle(case: tuple[Any, ...]) -> None
         backend = KeyedStateBackend.open(Path(tmp), max_parallelism=8, key_groups=range(8))
         try:
             op, sink = make_op(n, lower, upper, state=RocksJoinState(backend, "join:j"))
-            for pos in range(len(events)):
-                sink.position = pos
-                kind, payload = events[pos]
-                if kind == "rec":
-                    i, rid, key, ts = payload
-                    op.process([i, rid, key], ts, i)
-                else:
-                    op.on_watermark(payload)
-                assert_state_exact(op, events, pos + 1, key_to_bytes)
+            run_checking_state(op, sink, events, key_to_bytes)
             assert combos_of(sink.out) == oracle(events, n, lower, upper)
         finally:
             backend.close()
