@@ -39,6 +39,7 @@ import orjson
 
 from streamer.errors import ConfigError, StreamerError
 from streamer.graph import ExecutionGraph, JobGraph, TaskId, key_group_range
+from streamer.graph.exchanges import starts_checkpoints
 from streamer.rpc import kinds as k
 from streamer.state import (
     CheckpointStorage,
@@ -140,7 +141,7 @@ class CheckpointCoordinator:
             checkpoint_id, time.monotonic(), expected, handle, savepoint=savepoint, done=done
         )
         for task in expected:
-            if self.eg.vertex_of(task).operators[0].kind == "kafka_source":
+            if starts_checkpoints(self.eg, task):  # sources, and kafka exchanges' consumers
                 self.job.send(task, "trigger_checkpoint", {"checkpoint_id": checkpoint_id})
         return done
 

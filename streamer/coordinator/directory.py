@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from streamer.graph import ExecutionGraph, InputGate, TaskId
+from streamer.graph import ExchangeType, ExecutionGraph, InputGate, TaskId
 
 
 class TaskExecution(Protocol):
@@ -83,6 +83,9 @@ class ChannelDirectory:
         inputs: list[Channels] = []
         missing: set[_Key] = set()
         for gate in self.eg.input_gates(task):
+            if gate.exchange == ExchangeType.KAFKA:
+                inputs.append([])  # read from its topic: waits for no producer
+                continue
             channels, key = self._gate(gate)
             if channels is None:
                 missing.add(key)

@@ -34,6 +34,7 @@ from typing import Any
 from netlayer.events import CheckpointBarrier, EndOfPartition, Watermark
 from netlayer.gate import ChannelInfo, InputGate, UnavailableEvent
 from netlayer.protocol.frames import CANNOT_REPLAY
+from streamer.graph import ExchangeType
 from streamer.runtime.causal import DET, UNAVAILABLE, CausalLedger, DeterminantLog, ReplayDiverged
 from streamer.runtime.chain import Head
 from streamer.runtime.checkpointing import BarrierAligner
@@ -48,6 +49,8 @@ from streamer.runtime.watermark_output import WatermarkOutput
 from streamer.security.tls import client_ssl
 
 log = logging.getLogger(__name__)
+
+PIPELINED = ExchangeType.PIPELINED
 
 OnUpdated = Callable[[Exception | None], None]
 
@@ -100,7 +103,8 @@ class InputProcessor:
         cls, ctx: TaskContext, plan: dict[str, Any], counters: Counters
     ) -> InputProcessor | None:
         """Connect the gate to the producers the plan names; None for a task without inputs."""
-        gates = ctx.eg.input_gates(ctx.task_id)
+        # (a kafka exchange's consumer reads its topic instead: runtime.kafka_exchange)
+        gates = [g for g in ctx.eg.input_gates(ctx.task_id) if g.exchange == PIPELINED]
         if not gates:
             return None
         # a lossless single-task restart: every producer replays from the restored checkpoint

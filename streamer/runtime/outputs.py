@@ -38,11 +38,13 @@ from netlayer.partition.retention import (
 )
 from netlayer.transport import PartitionServer
 from streamer.connectors import Delivery, KafkaSink
-from streamer.graph import Partitioner
+from streamer.graph import ExchangeType, Partitioner
 from streamer.runtime.task_context import TaskContext
 from streamer.security.tls import server_ssl
 
 log = logging.getLogger(__name__)
+
+PIPELINED = ExchangeType.PIPELINED
 
 
 def retention_budget(ctx: TaskContext) -> RetentionBudget | None:
@@ -74,7 +76,10 @@ class NetworkOutputs:
 
     async def open(self) -> None:
         ctx = self.ctx
-        partitions = ctx.eg.result_partitions(ctx.task_id)
+        # (a kafka exchange is written by its own tail: runtime.kafka_exchange)
+        partitions = [
+            rp for rp in ctx.eg.result_partitions(ctx.task_id) if rp.exchange == PIPELINED
+        ]
         if not partitions:
             return
         self.server = PartitionServer(

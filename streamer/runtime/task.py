@@ -42,6 +42,14 @@ from streamer.runtime.control import ControlHandler
 from streamer.runtime.coordinator_link import AttemptSuperseded, CoordinatorLink
 from streamer.runtime.faults import FaultHooks
 from streamer.runtime.input_processor import InputProcessor
+from streamer.runtime.kafka_exchange import (
+    ExchangeOutput,
+    open_exchange_output,
+    open_exchange_reader,
+    reads_exchange,
+    watermark_output,
+    writes_exchange,
+)
 from streamer.runtime.outputs import NetworkOutputs, SinkOutput, WriterOutput
 from streamer.runtime.sink_commits import SinkCommitter
 from streamer.runtime.snapshots import TaskSnapshotter
@@ -177,12 +185,22 @@ class Task:
         restore: dict[str, Any] = plan.get("restore") or ctx.deployment.get("restore") or {}
         self.outputs.restore(restore)
         head, tail = ctx.vertex.operators[0], ctx.vertex.operators[-1]
+        exchange_in, exchange_out = reads_exchange(ctx), writes_exchange(ctx)
         if head.kind == OperatorKind.KAFKA_SOURCE:
             self.source = control.source = SourceRunner(ctx, self.counters)
             self.source.open(head.config, restore.get("source"))
             metrics.source = self.source.metrics
+        elif exchange_in is not None:  # a kafka exchange's consumer: a source of its topic
+            self.source = control.source = open_exchange_reader(
+                ctx, exchange_in, self.counters, restore.get("source")
+            )
+            metrics.source = self.source.metrics
         if tail.kind == OperatorKind.KAFKA_SINK:
             self.output = self.commits.open(tail.config)
+            control.commits = self.commits
+            metrics.sink = self.commits.sink
+        elif exchange_out is not None:  # a kafka exchange's producer: a transactional sink
+            self.output = open_exchange_output(ctx, exchange_out, self.commits)
             control.commits = self.commits
             metrics.sink = self.commits.sink
         self.inputs = control.inputs = await InputProcessor.open(ctx, plan, self.counters)
@@ -194,7 +212,7 @@ class Task:
             raise RuntimeError(f"vertex {ctx.vertex.vertex_id} has no output")
         self.chain = build_task_chain(ctx, self.output, restore)
         self.commits.replay(restore)
-        self.watermarks = WatermarkOutput(self.chain.operators, self.outputs.writers)
+        self.watermarks = watermark_output(self.chain.operators, self.outputs.writers, self.output)
         self.snapshots = control.snapshots = TaskSnapshotter(
             ctx.task,
             ctx.attempt,
@@ -249,6 +267,8 @@ class Task:
     async def _finish(self, state: TaskState) -> None:
         if state == TaskState.FINISHED:
             await self.outputs.finish()
+            if isinstance(self.output, ExchangeOutput):
+                self.output.finish()  # the end marker, committed with the rest
             self.commits.commit_final()
 
     async def _close(self) -> None:
