@@ -43,7 +43,6 @@ thread, as in `SourceRunner`).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -52,14 +51,12 @@ from streamer.connectors import KafkaSink, KafkaSource
 from streamer.connectors.source import SourceRecord
 from streamer.graph import JobEdge, Partitioner, subtask_for_key
 from streamer.graph.exchanges import kafka_input, kafka_output
-from streamer.runtime.causal import DET
 from streamer.runtime.chain import Head
 from streamer.runtime.eventtime import IDLE_WATERMARK, WatermarkCombiner
 from streamer.runtime.operators import ChainedOperator
 from streamer.runtime.outputs import SinkOutput, WriterOutput
 from streamer.runtime.sink_commits import SinkCommitter
-from streamer.runtime.snapshots import TaskSnapshotter
-from streamer.runtime.source_runner import SourceRunner, _runs
+from streamer.runtime.source_runner import SourceRunner
 from streamer.runtime.task_context import TaskContext
 from streamer.runtime.task_metrics import Counters
 from streamer.runtime.watermark_output import WatermarkOutput
@@ -247,45 +244,11 @@ class ExchangeReader(SourceRunner):
     def finished(self) -> bool:
         return len(self.ended) >= self.producers
 
-    async def run(
-        self,
-        head: Head,
-        output: WriterOutput | SinkOutput,
-        watermarks: WatermarkOutput,
-        snapshotter: TaskSnapshotter,
-        commits: SinkCommitter,
-    ) -> None:
-        """Until every producer finished (or the task is cancelled); the loop of
-        `SourceRunner.run`, with the exchange's records and event time."""
-        assert self.source is not None
-        loop = asyncio.get_running_loop()
+    def _start(self, watermarks: WatermarkOutput) -> None:
+        """`SourceRunner.run`'s loop, with the exchange's records and event time."""
         self._watermarks = watermarks
         if self._restored_output is not None:
             watermarks.current = self._restored_output
-        batch_size = int(self.ctx.config.get("source_batch", 500))
-        broadcast = self._broadcast
-        while True:
-            if self._replay:
-                entry = self._replay.popleft()
-                if entry[0] == "b":  # a (since aborted) checkpoint was taken here
-                    await self._checkpoint(int(entry[1]), snapshotter)
-                    continue
-                batch = await self._replayed(entry[1], batch_size)
-            elif self._buffers:
-                batch = self._drain_buffers()  # the first live batch after a replay
-            else:  # (SourceRunner's private _poll: keep in step with its signature)
-                batch = await loop.run_in_executor(self.kafka_thread, self._poll, batch_size, 0.05)
-            if batch and broadcast is not None:
-                broadcast({DET: ["s", _runs(batch)]})
-            self.counters.records_processed += self._take(batch, head, watermarks)
-            if output.waits:
-                await output.drain()
-            while self._triggers and not self._replay and not self._buffers:
-                await self._checkpoint(self._triggers.pop(0), snapshotter)
-            if not batch and not self._replay:
-                commits.maybe_commit()
-                if self.finished:
-                    return
 
     def _take(self, batch: list[SourceRecord], head: Head, watermarks: WatermarkOutput) -> int:
         """Feed ``batch``'s data records to the chain, apply its control records."""

@@ -27,6 +27,7 @@ dedicated thread (the consumer is only touched there).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import deque
 from collections.abc import Callable
@@ -147,18 +148,15 @@ class SourceRunner:
         snapshotter: TaskSnapshotter,
         commits: SinkCommitter,
     ) -> None:
-        """Until a bounded source is done (or the task is cancelled)."""
-        source = self.source
-        assert source is not None
-        loop = asyncio.get_running_loop()
-        config = self.ctx.vertex.operators[0].config
-        assigner_uid = config.get("timestamp_assigner")
-        assigner = None if assigner_uid is None else self.ctx.job.function(assigner_uid)
-        marks = self.marks
-        counters = self.counters
+        """Until a bounded source is done (or the task is cancelled).
+
+        Subclasses (the kafka exchange's reader) change what a batch does with
+        `_take`, when the input is over with `finished`, and what happens first
+        with `_start`; the batch loop, replay and checkpoints stay here."""
+        assert self.source is not None
+        self._start(watermarks)
         batch_size = int(self.ctx.config.get("source_batch", 500))
         broadcast = self._broadcast
-        trace = self.trace
         while True:
             if self._replay:
                 entry = self._replay.popleft()
@@ -169,40 +167,65 @@ class SourceRunner:
             elif self._buffers:
                 batch = self._drain_buffers()  # the first live batch after a replay
             else:
-                # what librdkafka already fetched is taken on the loop at once; only an
-                # empty queue waits, on the Kafka thread (no thread hop per busy batch)
-                batch = [] if source.discovery_due else self._poll(batch_size, 0.0)
-                if not batch:
-                    batch = await loop.run_in_executor(
-                        self.kafka_thread, self._poll, batch_size, 0.05
-                    )
+                batch = await self._next_live_batch(batch_size)
             if batch and broadcast is not None:
                 broadcast({DET: ["s", _runs(batch)]})
-            if trace is not None and batch:
-                trace.mark("polled", batch[len(batch) // 2].value, len(batch))
-            for rec in batch:
-                value = rec.value
-                ts = rec.timestamp if assigner is None else assigner(value)
-                if marks is not None:
-                    marks.on_event(rec.partition, ts)
-                head(value, ts, 0)
-            counters.records_processed += len(batch)
-            if trace is not None and batch:
-                trace.mark("emitted", batch[len(batch) // 2].value, len(batch))
-            if marks is not None:
-                wm = marks.poll(_now_ms())
-                if wm == IDLE_WATERMARK:
-                    watermarks.send_idle()
-                elif wm is not None:
-                    watermarks.advance(wm)
+            self.counters.records_processed += self._take(batch, head, watermarks)
             if output.waits:
                 await output.drain()
             while self._triggers and not self._replay and not self._buffers:
                 await self._checkpoint(self._triggers.pop(0), snapshotter)
             if not batch and not self._replay:
                 commits.maybe_commit()
-                if source.finished:
+                if self.finished:
                     return
+
+    @property
+    def finished(self) -> bool:
+        """The input is over (a bounded source read to its end)."""
+        return self.source is not None and self.source.finished
+
+    def _start(self, watermarks: WatermarkOutput) -> None:
+        """Before the first batch (a hook)."""
+
+    async def _next_live_batch(self, batch_size: int) -> list[SourceRecord]:
+        """What librdkafka already fetched is taken on the loop at once; only an empty
+        queue waits, on the Kafka thread (no thread hop per busy batch)."""
+        assert self.source is not None
+        batch = [] if self.source.discovery_due else self._poll(batch_size, 0.0)
+        if batch:
+            return batch
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.kafka_thread, self._poll, batch_size, 0.05)
+
+    def _take(self, batch: list[SourceRecord], head: Head, watermarks: WatermarkOutput) -> int:
+        """Feed ``batch`` to the chain (event time from the record or the assigner),
+        then advance the source's watermark; returns the records fed."""
+        assigner = self._assigner
+        marks = self.marks
+        trace = self.trace
+        if trace is not None and batch:
+            trace.mark("polled", batch[len(batch) // 2].value, len(batch))
+        for rec in batch:
+            value = rec.value
+            ts = rec.timestamp if assigner is None else assigner(value)
+            if marks is not None:
+                marks.on_event(rec.partition, ts)
+            head(value, ts, 0)
+        if trace is not None and batch:
+            trace.mark("emitted", batch[len(batch) // 2].value, len(batch))
+        if marks is not None:
+            wm = marks.poll(_now_ms())
+            if wm == IDLE_WATERMARK:
+                watermarks.send_idle()
+            elif wm is not None:
+                watermarks.advance(wm)
+        return len(batch)
+
+    @functools.cached_property
+    def _assigner(self) -> Callable[[Any], int] | None:
+        uid = self.ctx.vertex.operators[0].config.get("timestamp_assigner")
+        return None if uid is None else self.ctx.job.function(uid)
 
     async def _replayed(self, runs: list[list[int]], batch_size: int) -> list[SourceRecord]:
         """The logged batch: ``runs`` of records per partition, polled into buffers."""
