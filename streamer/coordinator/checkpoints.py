@@ -48,6 +48,7 @@ from streamer.state import (
     StateError,
 )
 from streamer.state.manifest import TASKS_DIR, read_manifest, task_dir_name
+from streamer.state.roots import StateRoots
 
 log = logging.getLogger(__name__)
 
@@ -407,3 +408,37 @@ class CheckpointCoordinator:
 
 def _dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def open_checkpoints(
+    job: CheckpointView,
+    eg: ExecutionGraph,
+    job_graph: JobGraph,
+    job_id: str,
+    config: dict[str, Any],
+) -> tuple[StateRoots, CheckpointCoordinator]:
+    """The job's state roots and its `CheckpointCoordinator`, from its settings.
+
+    ``config``'s ``checkpoint_dir`` (default: the job id) and ``from_savepoint``
+    are resolved under the coordinator's state roots (`StateRoots.from_env`) and
+    rewritten as absolute paths; a savepoint must be signed by this cluster. Raises
+    `ConfigError` for a path outside the roots or a savepoint it cannot trust.
+    """
+    roots = StateRoots.from_env()
+    root = roots.resolve(config.get("checkpoint_dir") or job_id, "checkpoint_dir")
+    config["checkpoint_dir"] = str(root)
+    interval = config.get("checkpoint_interval")
+    checkpoints = CheckpointCoordinator(
+        job,
+        eg,
+        job_graph,
+        root,
+        interval=None if interval is None else float(interval),
+        timeout=float(config.get("checkpoint_timeout", 60.0)),
+        retained=int(config.get("checkpoints_retained", 3)),
+    )
+    if config.get("from_savepoint"):
+        savepoint = roots.resolve(config["from_savepoint"], "from_savepoint")
+        checkpoints.check_savepoint(savepoint)  # signed by this cluster
+        config["from_savepoint"] = str(savepoint)
+    return roots, checkpoints

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from streamer.api import load_job
 from streamer.connectors.exchange_topics import prepare_exchange_topics
-from streamer.coordinator.checkpoints import CheckpointCoordinator
+from streamer.coordinator.checkpoints import open_checkpoints
 from streamer.coordinator.diagnostics import DEFAULT_KAFKA_TIMEOUT, JobDiagnostics
 from streamer.coordinator.execution import ExecutionStore
 from streamer.coordinator.failover import FailoverHandler, FailoverLog, FailoverPlan, Recovery
@@ -42,7 +42,6 @@ from streamer.graph import TaskId
 from streamer.graph.exchanges import check_kafka_exchanges, has_kafka_exchange
 from streamer.rpc import RpcConnection, RpcError, TaskState
 from streamer.rpc import kinds as k
-from streamer.state.roots import StateRoots
 
 log = logging.getLogger(__name__)
 S = TaskState
@@ -110,24 +109,10 @@ class JobMaster:
         self._background: set[asyncio.Future[Any]] = set()
         self.done = asyncio.Event()
         # checkpoints and savepoints stay under the coordinator's state roots
-        self.roots = StateRoots.from_env()
-        root = self.roots.resolve(config.get("checkpoint_dir") or job_id, "checkpoint_dir")
-        self.config["checkpoint_dir"] = str(root)
-        interval = config.get("checkpoint_interval")
-        self.checkpoints = CheckpointCoordinator(
-            self,
-            self.eg,
-            self.job.job_graph,
-            root,
-            interval=None if interval is None else float(interval),
-            timeout=float(config.get("checkpoint_timeout", 60.0)),
-            retained=int(config.get("checkpoints_retained", 3)),
+        self.roots, self.checkpoints = open_checkpoints(
+            self, self.eg, self.job.job_graph, job_id, config
         )
-        if config.get("from_savepoint"):
-            savepoint = self.roots.resolve(config["from_savepoint"], "from_savepoint")
-            self.checkpoints.check_savepoint(savepoint)  # signed by this cluster
-            self.config["from_savepoint"] = str(savepoint)
-        task_config = task_settings(config, root, self.handler)
+        task_config = task_settings(config, self.checkpoints.root, self.handler)
         self.scheduler = Scheduler(
             job_id,
             job_ref,
@@ -298,13 +283,12 @@ class JobMaster:
 
     async def _carry_out(self, plan: FailoverPlan, rec: FailoverRecord, task: TaskId) -> None:
         self.failovers.claim(rec, plan.tasks)
+        for why in (plan.fallback_reason, plan.lossy_reason):
+            if why is not None:
+                log.warning("job %s: %s: %s", self.job_id, task, why)
         if plan.fallback_reason is not None:
-            log.warning("job %s: %s: %s", self.job_id, task, plan.fallback_reason)
-            rec.fell_back, rec.fallback_reason = True, plan.fallback_reason
-            rec.fallback_at = time.time()
-        if plan.lossy_reason is not None:
-            log.warning("job %s: %s: %s", self.job_id, task, plan.lossy_reason)
-            rec.lossy_reason = plan.lossy_reason
+            rec.fall_back(plan.fallback_reason)
+        rec.lossy_reason = plan.lossy_reason or rec.lossy_reason
         if plan.recovery == Recovery.INDIVIDUAL:
             await self._restart_individual(task, rec, plan.lossless)
         else:
@@ -342,9 +326,7 @@ class JobMaster:
         log.warning(
             "job %s: %s for %s; falling back to a region restart", self.job_id, reason, task
         )
-        rec.fell_back = True
-        rec.fallback_reason = reason
-        rec.fallback_at = time.time()
+        rec.fall_back(reason)
         plan = self.handler.fallback(task)
         self.failovers.claim(rec, plan.tasks)
         await self._restart_set(plan.tasks, rec)

@@ -57,6 +57,10 @@ class FailoverRecord:
     superseded_by: int | None = None
     status: str = IN_PROGRESS
 
+    def fall_back(self, reason: str) -> None:
+        """The individual protocol gave up: a region restart carries on, for ``reason``."""
+        self.fell_back, self.fallback_reason, self.fallback_at = True, reason, time.time()
+
     @property
     def in_progress(self) -> bool:
         return self.status == IN_PROGRESS
