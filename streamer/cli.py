@@ -12,7 +12,7 @@ from streamer.errors import StreamerError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from streamer.bench import failover as bench_commands
+    from streamer.bench import commands as bench_commands
     from streamer.coordinator import commands as coordinator_commands
     from streamer.local import commands as local_commands
     from streamer.local import logs as logs_commands

@@ -368,9 +368,8 @@ def run_faust(bootstrap: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     return runs
 
 
-def add_parsers(sub: Any) -> None:
-    bench = sub.add_parser("bench", help="benchmarks")
-    bsub = bench.add_subparsers(dest="bench_command", required=True)
+def add_parser(bsub: Any) -> None:
+    """``streamer bench failover`` (``bsub``: the ``bench`` group, ``streamer.bench.commands``)."""
     p = bsub.add_parser("failover", help="kill one join task per strategy and measure")
     p.add_argument("--strategies", default=",".join(STRATEGIES))
     p.add_argument("--runs", type=int, default=3, help="runs per strategy (default 3)")

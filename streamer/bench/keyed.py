@@ -64,8 +64,9 @@ def max_rate(bootstrap: str, src: str, records: int, delivery: str, repo: Path) 
     status with ``STEADY[0]`` of the events counted to the first with ``STEADY[1]``
     (the tasks' start and the tail are left out; the metrics' reporting delay is the
     same at both ends). ``overall_rate``: from every task running to every event
-    counted. A run too short to see the middle (``steady`` False) uses the overall
-    figures."""
+    counted (from the submission when the job counted everything before its last task
+    reported running). A run too short to see the middle (``steady`` False) uses the
+    overall figures."""
     from streamer.local.cluster import LocalCluster, all_running
     from streamer.testing import TopicFactory
 
@@ -77,6 +78,7 @@ def max_rate(bootstrap: str, src: str, records: int, delivery: str, repo: Path) 
         out = topics.create(4)
         with LocalCluster(2, slots=8, work_dir=Path(work), cwd=repo) as cluster:
             config = job_config(bootstrap, Path(work), src, out, delivery)
+            submitted = time.perf_counter()
             job_id = cluster.submit(KEYED_COUNT, config)
             status = cluster.wait_for(job_id, all_running, timeout=120, what="all running")
             workers = [p.pid for p in cluster.workers.values()]
@@ -94,6 +96,8 @@ def max_rate(bootstrap: str, src: str, records: int, delivery: str, repo: Path) 
                     first = marks[-1]
             last = next((m for m in marks if m[1] >= hi), marks[-1])
     start, end = marks[0], marks[-1]
+    if end[0] <= start[0]:  # all counted before every task ran: from the submission then
+        start = (submitted, 0, start[2])
     steady = first is not None and last[1] > first[1] and last[0] > first[0]
     a, b = (first, last) if steady and first is not None else (start, end)
     cpu = None if a[2] is None or b[2] is None else b[2] - a[2]
@@ -102,7 +106,7 @@ def max_rate(bootstrap: str, src: str, records: int, delivery: str, repo: Path) 
         "delivery": delivery,
         "records": records,
         "steady": steady,
-        "rate": n / (b[0] - a[0]) if n > 0 else records / (end[0] - start[0]),
+        "rate": (n if n > 0 else records) / (b[0] - a[0]),
         "overall_rate": records / (end[0] - start[0]),
         "seconds": end[0] - start[0],
         "tasks": len(pids),
