@@ -14,8 +14,10 @@ nor from the benchmark's own loop:
   ``produce()``; float64 by ``seq``) in ``--times``. Its producer lingers 1 ms.
 - ``read`` consumes a topic from the beginning (``--isolation`` read_committed or
   read_uncommitted) until ``--count`` records or ``--timeout``, and stores per
-  record its ``seq`` (int64), the receive time (``time.time()`` when ``consume()``
-  returned its batch) and the record's Kafka timestamp (the sink's produce time), in
+  record its ``seq`` (int64), the receive time (``time.time()`` when the client
+  handed it over: ``consume(n, 0)`` of what is queued, or ``poll`` waiting for the
+  next one, never a batch wait) and the record's Kafka timestamp (the sink's
+  produce time), in
   ``<--out>.seq|.recv|.kts``. It prints ``ready`` once its partitions are assigned.
 
 Both print one JSON summary line at the end. Parents start them through ``Child``,
@@ -134,7 +136,12 @@ def read(
         deadline = time.monotonic() + timeout
         loads = orjson.loads
         while len(seqs) < count and time.monotonic() < deadline:
-            batch = consumer.consume(1000, 0.1)
+            # what is queued, without waiting; else wait for one record: consume(n, t)
+            # would wait out its timeout for a batch of fewer than n, late by up to t
+            batch = consumer.consume(1000, 0)
+            if not batch:
+                msg = consumer.poll(0.1)
+                batch = [] if msg is None else [msg]
             t = time.time()
             for msg in batch:
                 if msg.error() is None:
