@@ -1,22 +1,18 @@
 """Where a keyed-count record's latency goes, from the tasks' latency traces.
 
 Input: the rows the tasks wrote (``streamer.runtime.latency_trace``: stage, record
-``seq``, wall time, records in the batch), the feeder's produce time of every
-``seq`` and the latency reader's receive time and Kafka timestamp of every result
-(``streamer.bench.loadgen``). One host, one clock.
-
-Every trace row gives the *age* of a sampled record at a stage boundary (time -
-its produce time), weighted by its batch's size. The boundaries, in the order a
-record passes them::
+``seq``, wall time; every record whose ``seq`` is a multiple of the trace's
+``every``), the feeder's produce time of every ``seq`` and the latency reader's
+receive time and Kafka timestamp of every result (``streamer.bench.loadgen``).
+One host, one clock. The boundaries a record passes, in order::
 
     produced -> events.polled -> events.emitted -> count.in -> count.out
              -> sink.in -> sink.out -> (Kafka timestamp) -> received
 
-Each boundary's age is an exact distribution (p50/p99 over samples). A stage's
-median is the difference of its two boundaries' median ages (different records are
-sampled at each task, so a stage's p99 is not a difference); where both boundaries
-are in one task (``polled -> emitted``, ``in -> out``), the same record is marked
-at both, and the stage's own p50/p99 are exact too (``in_task``).
+The same records are marked at every boundary (the keyed count copies ``seq``
+into its output), so a stage's p50/p99 are over exact per-record times (records
+marked at both of its boundaries); ``ages`` give each boundary's time since
+produce.
 """
 
 from __future__ import annotations
@@ -28,6 +24,7 @@ from typing import Any
 import orjson
 
 from streamer.bench.loadgen import load_array
+from streamer.bench.timeline import percentile
 
 SOURCE, OPERATOR, SINK = "events", "count", "sink"  # examples.keyed_count's vertices
 STAGES: list[tuple[str, str, str, str]] = [
@@ -50,80 +47,56 @@ STAGES: list[tuple[str, str, str, str]] = [
 BOUNDARIES = ["produced", *(s[2] for s in STAGES)]
 
 
-def weighted_percentile(samples: Sequence[tuple[float, int]], q: float) -> float | None:
-    """The ``q`` quantile of ``(value, weight)`` samples (nearest rank by weight)."""
-    if not samples:
-        return None
-    ordered = sorted(samples)
-    total = sum(w for _, w in ordered)
-    goal = q * total
-    seen = 0
-    for value, weight in ordered:
-        seen += weight
-        if seen >= goal:
-            return value
-    return ordered[-1][0]
-
-
-def read_traces(trace_dir: Path) -> list[tuple[str, str, int, float, int]]:
-    """``(file, stage, id, time, n)`` of every row of every task's trace file."""
+def read_traces(trace_dir: Path) -> list[tuple[str, int, float]]:
+    """``(stage, id, time)`` of every row of every task's trace file."""
     rows = []
     for path in sorted(trace_dir.glob("*.jsonl")):
         for line in path.read_bytes().splitlines():
             try:
-                stage, rid, t, n = orjson.loads(line)
+                stage, rid, t = orjson.loads(line)
             except (ValueError, TypeError):
                 continue  # a line cut short by a task's end
             if isinstance(rid, int):
-                rows.append((path.name, str(stage), rid, float(t), int(n)))
+                rows.append((str(stage), rid, float(t)))
     return rows
 
 
+def _summary(values: list[float]) -> dict[str, Any]:
+    return {
+        "p50_ms": percentile(values, 0.5),
+        "p99_ms": percentile(values, 0.99),
+        "samples": len(values),
+    }
+
+
 def breakdown(
-    rows: Iterable[tuple[str, str, int, float, int]],
+    rows: Iterable[tuple[str, int, float]],
     produced: Sequence[float],
     received: Iterable[tuple[int, float, float]],
     first: int = 0,
 ) -> dict[str, Any]:
-    """Boundary ages and stage times (ms). ``received``: ``(seq, receive time, Kafka
-    timestamp)``; ``first``: seqs below it (the warm-up) are left out."""
-    ages: dict[str, list[tuple[float, int]]] = {b: [] for b in [*BOUNDARIES, "kafka"]}
-    marks: dict[tuple[str, int], dict[str, float]] = {}
-    for file, stage, rid, t, n in rows:
-        if first <= rid < len(produced) and stage in ages:
-            ages[stage].append(((t - produced[rid]) * 1000, max(1, n)))
-            marks.setdefault((file, rid), {})[stage] = t
+    """Stage times and boundary ages (ms) per traced record. ``received``: ``(seq,
+    receive time, Kafka timestamp)`` of every result; ``first``: seqs below it (the
+    warm-up) are left out. A record marked twice at a boundary keeps the first."""
+    marks: dict[int, dict[str, float]] = {}
+    for stage, rid, t in rows:
+        if first <= rid < len(produced):
+            marks.setdefault(rid, {}).setdefault(stage, t)
     for seq, recv, kts in received:
-        if first <= seq < len(produced):
-            ages["received"].append(((recv - produced[seq]) * 1000, 1))
-            ages["kafka"].append(((kts - produced[seq]) * 1000, 1))
-    ages["produced"] = [(0.0, 1)]
-
-    def summary(samples: list[tuple[float, int]]) -> dict[str, Any]:
-        return {
-            "p50_ms": weighted_percentile(samples, 0.5),
-            "p99_ms": weighted_percentile(samples, 0.99),
-            "samples": len(samples),
-        }
-
-    out_ages = {b: summary(s) for b, s in ages.items()}
+        if seq in marks:
+            marks[seq].setdefault("received", recv)
+            marks[seq].setdefault("kafka", kts)
+    for rid, m in marks.items():
+        m["produced"] = produced[rid]
+    ages = {
+        b: _summary([(m[b] - m["produced"]) * 1000 for m in marks.values() if b in m])
+        for b in [*BOUNDARIES[1:], "kafka"]
+    }
     stages = []
     for name, a, b, holds in STAGES:
-        pa, pb = out_ages[a]["p50_ms"], out_ages[b]["p50_ms"]
-        entry: dict[str, Any] = {
-            "stage": name,
-            "from": a,
-            "to": b,
-            "holds": holds,
-            "p50_ms": None if pa is None or pb is None else pb - pa,
-        }
-        if a.split(".")[0] == b.split(".")[0] and "." in a:  # both marks in one task
-            pairs = [
-                ((m[b] - m[a]) * 1000, 1) for m in marks.values() if a in m and b in m
-            ]  # fmt: skip
-            entry["in_task"] = summary(pairs)
-        stages.append(entry)
-    return {"ages": out_ages, "stages": stages}
+        times = [(m[b] - m[a]) * 1000 for m in marks.values() if a in m and b in m]
+        stages.append({"stage": name, "from": a, "to": b, "holds": holds, **_summary(times)})
+    return {"traced": len(marks), "ages": ages, "stages": stages}
 
 
 def from_run(trace_dir: Path, work: Path, count: int, warmup: float) -> dict[str, Any]:
@@ -137,18 +110,18 @@ def from_run(trace_dir: Path, work: Path, count: int, warmup: float) -> dict[str
 
 
 def format_table(result: dict[str, Any]) -> list[str]:
-    """Lines: each stage's median (and in-task p99), then each boundary's age."""
+    """Lines: each stage's p50/p99, then each boundary's age."""
 
     def ms(v: float | None) -> str:
         return "-" if v is None else f"{v:,.1f}"
 
-    lines = [f"  {'stage':<20}{'p50 ms':>9}{'in-task p50/p99 ms':>21}  holds"]
+    lines = [f"  {'stage':<20}{'p50 ms':>9}{'p99 ms':>10}{'records':>9}  holds"]
     for s in result["stages"]:
-        own = s.get("in_task")
-        exact = f"{ms(own['p50_ms'])} / {ms(own['p99_ms'])}" if own else ""
-        lines.append(f"  {s['stage']:<20}{ms(s['p50_ms']):>9}{exact:>21}  {s['holds']}")
-    lines.append(f"  {'age at':<20}{'p50 ms':>9}{'p99 ms':>10}{'samples':>9}")
+        lines.append(
+            f"  {s['stage']:<20}{ms(s['p50_ms']):>9}{ms(s['p99_ms']):>10}{s['samples']:>9}"
+            f"  {s['holds']}"
+        )
+    lines.append(f"  {'age at':<20}{'p50 ms':>9}{'p99 ms':>10}")
     for b, a in result["ages"].items():
-        if b != "produced":
-            lines.append(f"  {b:<20}{ms(a['p50_ms']):>9}{ms(a['p99_ms']):>10}{a['samples']:>9}")
+        lines.append(f"  {b:<20}{ms(a['p50_ms']):>9}{ms(a['p99_ms']):>10}")
     return lines

@@ -81,22 +81,22 @@ def summarize_latency(runs: dict[str, Runs]) -> dict[str, Any]:
 
 
 def summarize_breakdown(runs: dict[str, Runs]) -> dict[str, Any]:
-    """Per sink and stage: the median over runs of the stage's p50 and in-task p99, and
-    of each boundary's age p50/p99 (ms)."""
+    """Per sink and stage: the median over runs of the stage's p50 and p99, and of each
+    boundary's age p50/p99 (ms)."""
     out: dict[str, Any] = {}
     for delivery, rs in runs.items():
         results = [r["breakdown"] for r in rs if r.get("breakdown")]
         if not results:
             continue
-        stages = []
-        for i, s in enumerate(results[0]["stages"]):
-            own = [r["stages"][i].get("in_task") or {} for r in results]
-            stages.append({
-                "stage": s["stage"], "holds": s["holds"],
+        stages = [
+            {
+                "stage": s["stage"],
+                "holds": s["holds"],
                 "p50_ms": med(r["stages"][i]["p50_ms"] for r in results),
-                "in_task_p50_ms": med(o.get("p50_ms") for o in own),
-                "in_task_p99_ms": med(o.get("p99_ms") for o in own),
-            })  # fmt: skip
+                "p99_ms": med(r["stages"][i]["p99_ms"] for r in results),
+            }
+            for i, s in enumerate(results[0]["stages"])
+        ]
         ages = {
             b: {q: med(r["ages"][b][q] for r in results) for q in ("p50_ms", "p99_ms")}
             for b in results[0]["ages"]
@@ -222,16 +222,13 @@ def print_summary(summary: dict[str, Any]) -> None:
             f"p50 {_f(m['to_kafka_p50_ms'], ' ms')}, p99 {_f(m['to_kafka_p99_ms'], ' ms')}"
         )
     for delivery, b in (summary.get("breakdown") or {}).items():
-        print(f"latency breakdown {delivery} at {_f(b['rate'])}/s (stage p50 = difference of "
-              "median ages; in-task: the same record at both ends):")  # fmt: skip
+        print(f"latency breakdown {delivery} at {_f(b['rate'])}/s (per traced record):")
         for s in b["stages"]:
-            own = "" if s["in_task_p50_ms"] is None else (
-                f"  in task p50/p99 {_f(s['in_task_p50_ms'], fmt=',.1f')}/"
-                f"{_f(s['in_task_p99_ms'], fmt=',.1f')} ms")  # fmt: skip
-            print(f"  {s['stage']:<20}{_f(s['p50_ms'], ' ms', ',.1f'):>12}{own}")
+            print(f"  {s['stage']:<20} p50 {_f(s['p50_ms'], ' ms', ',.1f'):>11}"
+                  f"  p99 {_f(s['p99_ms'], ' ms', ',.1f'):>11}  {s['holds']}")  # fmt: skip
         received = b["ages"].get("received") or {}
-        print(f"  {'end to end':<20}{_f(received.get('p50_ms'), ' ms', ',.1f'):>12}"
-              f"  p99 {_f(received.get('p99_ms'), ' ms', ',.1f')}")  # fmt: skip
+        print(f"  {'end to end':<20} p50 {_f(received.get('p50_ms'), ' ms', ',.1f'):>11}"
+              f"  p99 {_f(received.get('p99_ms'), ' ms', ',.1f'):>11}")  # fmt: skip
     for system, j in (summary.get("join") or {}).items():
         runs = ", ".join(_f(v) for v in j["max_sustained_runs"])
         half = j["half_load"]
@@ -242,6 +239,9 @@ def print_summary(summary: dict[str, Any]) -> None:
               f"{_f(j['p50_ms_at_max'])}/{_f(j['p99_ms_at_max'])} ms, CPU {cpu}/order; at "
               f"{_f(half['rate'])}/s p50/p99 {_f(half['p50_ms'])}/"
               f"{_f(half['p99_ms'])} ms")  # fmt: skip
+    measured = [t for t in summary.get("targets", []) if t["met"] is not None]
+    if not measured:
+        return
     print("\n== issue 14's targets ==")
     for t in summary.get("targets", []):
         mark = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]

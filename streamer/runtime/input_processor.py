@@ -243,12 +243,8 @@ class InputProcessor:
                     unavailable = items[0].__class__ is UnavailableEvent
                     dets.record(channel, UNAVAILABLE if unavailable else len(items))
             inp = channel_input[channel]
-            traced: Any = None  # the record a latency trace follows through this batch
-            if trace is not None and items:
-                middle = items[len(items) // 2]
-                if middle.__class__ is list:
-                    traced = middle[1]
-                    trace.mark("in", traced, len(items))
+            if trace is not None:
+                trace.channel_batch("in", items)
             n = 0
             for item in items:
                 if item.__class__ is list:
@@ -259,8 +255,8 @@ class InputProcessor:
                 else:
                     self._on_event(channel, item)
             counters.records_processed += n
-            if traced is not None and trace is not None:
-                trace.mark("out", traced, n)
+            if trace is not None:
+                trace.channel_batch("out", items)
             if output.waits:
                 await output.drain()
             commits.maybe_commit()

@@ -1,21 +1,22 @@
-"""Sampled stage times of records, for a latency breakdown (off unless asked for).
+"""Stage times of sampled records, for a latency breakdown (off unless asked for).
 
 With ``STREAMER_LATENCY_TRACE=<dir>`` in a task's environment (a worker passes
-its own on), the task's loops call ``mark(stage, value, n)`` once per batch: the
-source after a poll returned (``<vertex>.polled``) and after the batch went through
-its chain (``<vertex>.emitted``); a task with network inputs when it took a batch
-from its input gate (``<vertex>.in``) and after its chain processed it
-(``<vertex>.out``; for a sink task, after every ``produce`` call of the batch
-returned). ``value`` is one record of the batch (the middle one), identified by its
-``STREAMER_LATENCY_TRACE_FIELD`` field (default ``seq``); records without that field
-are not traced. Each mark is a row ``[stage, id, time.time(), n]`` (``n``: records in
-the batch), written as JSON lines to ``<dir>/<task>-<pid>.jsonl`` about twice a
-second. ``streamer.bench.breakdown`` joins the rows with the times the benchmark's
-feeder produced each id (one host: one clock).
+its own on), the task's loops mark each batch: the source after a poll returned
+(``<vertex>.polled``) and after the batch went through its chain
+(``<vertex>.emitted``); a task with network inputs when it took a batch from its
+input gate (``<vertex>.in``) and after its chain processed it (``<vertex>.out``;
+for a sink task, after every ``produce`` call of the batch returned). A record is
+sampled when its ``STREAMER_LATENCY_TRACE_FIELD`` field (default ``seq``) is an int
+divisible by ``STREAMER_LATENCY_TRACE_EVERY`` (default 50): the same records at
+every stage and task (where an operator copies the field into its output, as the
+keyed count does with ``seq``), so each stage's time is exact per record. Each
+mark is a row ``[stage, id, time.time()]`` (one clock read per batch), written as
+JSON lines to ``<dir>/<task>-<pid>.jsonl`` about twice a second.
+``streamer.bench.breakdown`` joins the rows with the times the benchmark's feeder
+produced each id (one host: one clock).
 
 Cost: off, the loops check one attribute per batch (``trace is not None``); on,
-one dict lookup, one clock read and one tuple per batch, and a file write per
-half second. The stages are cumulative ages, sampled one record per batch.
+a field lookup and a modulo per record per stage, and a file write per half second.
 
 Threading: the task's loop only (the source's poll thread never marks).
 """
@@ -34,19 +35,21 @@ if TYPE_CHECKING:
 
 ENV_VAR = "STREAMER_LATENCY_TRACE"
 FIELD_ENV_VAR = "STREAMER_LATENCY_TRACE_FIELD"
+EVERY_ENV_VAR = "STREAMER_LATENCY_TRACE_EVERY"
 FLUSH_S = 0.5
 
 
 class LatencyTrace:
     """One task's trace rows, buffered and appended to its file."""
 
-    __slots__ = ("_due", "_rows", "field", "path", "vertex")
+    __slots__ = ("_due", "_rows", "every", "field", "path", "vertex")
 
-    def __init__(self, path: Path, vertex: str, field: str) -> None:
+    def __init__(self, path: Path, vertex: str, field: str, every: int) -> None:
         self.path = path
         self.vertex = vertex
         self.field = field
-        self._rows: list[tuple[str, Any, float, int]] = []
+        self.every = max(1, every)
+        self._rows: list[tuple[str, int, float]] = []
         self._due = time.monotonic() + FLUSH_S
 
     @classmethod
@@ -59,16 +62,26 @@ class LatencyTrace:
         base.mkdir(parents=True, exist_ok=True)
         name = f"{ctx.task.replace('#', '-')}-{os.getpid()}.jsonl"
         field = os.environ.get(FIELD_ENV_VAR) or "seq"
-        return cls(base / name, ctx.task_id.vertex_id, field)
+        every = int(os.environ.get(EVERY_ENV_VAR) or 50)
+        return cls(base / name, ctx.task_id.vertex_id, field, every)
 
-    def mark(self, stage: str, value: Any, n: int) -> None:
-        """``value`` (a record of the batch) reached ``<vertex>.<stage>`` with ``n`` records."""
-        if value.__class__ is not dict:
-            return
-        rid = value.get(self.field)
-        if rid is None:
-            return
-        self._rows.append((f"{self.vertex}.{stage}", rid, time.time(), n))
+    def source_batch(self, stage: str, batch: list[Any]) -> None:
+        """A source's batch (``SourceRecord``s) reached ``<vertex>.<stage>``."""
+        self._mark(stage, [rec.value for rec in batch])
+
+    def channel_batch(self, stage: str, items: list[Any]) -> None:
+        """An input gate's batch (``[ts, value]`` records and events) reached ``stage``."""
+        self._mark(stage, [item[1] for item in items if item.__class__ is list])
+
+    def _mark(self, stage: str, values: list[Any]) -> None:
+        now = time.time()
+        name = f"{self.vertex}.{stage}"
+        field, every, rows = self.field, self.every, self._rows
+        for value in values:
+            if value.__class__ is dict:
+                rid = value.get(field)
+                if rid.__class__ is int and rid % every == 0:
+                    rows.append((name, rid, now))
         if time.monotonic() >= self._due:
             self.flush()
 

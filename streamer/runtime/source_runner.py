@@ -204,16 +204,16 @@ class SourceRunner:
         assigner = self._assigner
         marks = self.marks
         trace = self.trace
-        if trace is not None and batch:
-            trace.mark("polled", batch[len(batch) // 2].value, len(batch))
+        if trace is not None:
+            trace.source_batch("polled", batch)
         for rec in batch:
             value = rec.value
             ts = rec.timestamp if assigner is None else assigner(value)
             if marks is not None:
                 marks.on_event(rec.partition, ts)
             head(value, ts, 0)
-        if trace is not None and batch:
-            trace.mark("emitted", batch[len(batch) // 2].value, len(batch))
+        if trace is not None:
+            trace.source_batch("emitted", batch)
         if marks is not None:
             wm = marks.poll(_now_ms())
             if wm == IDLE_WATERMARK:

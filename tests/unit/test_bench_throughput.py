@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from streamer.bench.breakdown import STAGES, breakdown, weighted_percentile
+from streamer.bench.breakdown import STAGES, breakdown
 from streamer.bench.join_search import evaluate, slope
 from streamer.bench.loadgen import RECORD_BYTES, event_bytes
 from streamer.bench.procstat import cpu_seconds, descendants
@@ -66,35 +66,32 @@ def test_slope() -> None:
     assert slope([1], [5]) == 0.0
 
 
-def test_weighted_percentile_counts_each_batch_by_its_size() -> None:
-    samples = [(10.0, 1), (20.0, 98), (30.0, 1)]
-    assert weighted_percentile(samples, 0.5) == 20.0
-    assert weighted_percentile(samples, 0.99) == 20.0
-    assert weighted_percentile(samples, 1.0) == 30.0
-    assert weighted_percentile([], 0.5) is None
-
-
-def test_breakdown_from_ages_at_each_boundary() -> None:
+def test_breakdown_times_each_stage_per_traced_record() -> None:
     produced = [100.0 + i * 0.001 for i in range(1000)]
-    offsets = {  # seconds after produce at each boundary
+    offsets = {  # seconds after produce at each boundary; seq 800 on is 10 ms slower in count
         "events.polled": 0.010, "events.emitted": 0.011, "count.in": 0.020,
         "count.out": 0.022, "sink.in": 0.030, "sink.out": 0.031,
     }  # fmt: skip
     rows = []
     for seq in range(0, 1000, 10):
+        slow = 0.010 if seq >= 800 else 0.0
         for stage, off in offsets.items():
-            task = stage.split(".")[0]
-            rows.append((f"{task}-0.jsonl", stage, seq, produced[seq] + off, 50))
-    received = [(seq, produced[seq] + 0.040, produced[seq] + 0.031) for seq in range(1000)]
-    result = breakdown(rows, produced, received, first=100)
+            extra = slow if stage not in ("events.polled", "events.emitted", "count.in") else 0
+            rows.append((stage, seq, produced[seq] + off + extra))
+    rows.append(("count.in", 100, 999.0))  # a second mark (a replay): the first counts
+    received = [(seq, produced[seq] + 0.040 + (0.010 if seq >= 800 else 0)) for seq in range(1000)]
+    result = breakdown(rows, produced, [(s, r, r - 0.005) for s, r in received], first=100)
     stages = {s["stage"]: s for s in result["stages"]}
     assert [s["stage"] for s in result["stages"]] == [s[0] for s in STAGES]
+    assert result["traced"] == 90  # the warm-up is left out
     assert stages["source poll"]["p50_ms"] == pytest.approx(10, abs=0.01)
-    assert stages["netlayer to count"]["p50_ms"] == pytest.approx(9, abs=0.01)
-    assert stages["operator + state"]["in_task"]["p99_ms"] == pytest.approx(2, abs=0.01)
+    assert stages["netlayer to count"]["p99_ms"] == pytest.approx(9, abs=0.01)
+    op = stages["operator + state"]
+    assert op["p50_ms"] == pytest.approx(2, abs=0.01)
+    assert op["p99_ms"] == pytest.approx(12, abs=0.01)
     assert stages["delivery + commit"]["p50_ms"] == pytest.approx(9, abs=0.01)
-    assert "in_task" not in stages["netlayer to sink"]
-    assert result["ages"]["received"]["samples"] == 900  # the warm-up is left out
+    assert result["ages"]["received"]["p99_ms"] == pytest.approx(50, abs=0.01)
+    assert result["ages"]["kafka"]["samples"] == 90
 
 
 def test_summary_against_the_targets() -> None:
