@@ -27,13 +27,13 @@ def run(bootstrap: str, tmp_path: Path, *extra: str) -> dict[str, Any]:
     return data
 
 
-def test_ceiling_keyed_count_and_latency(
+def test_ceiling_keyed_count_latency_and_breakdown(
     kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(REPO)
     data = run(
         kafka_bootstrap, tmp_path,
-        "--only", "ceiling,count,latency", "--records", "4000", "--window", "2",
+        "--only", "ceiling,count,latency,breakdown", "--records", "4000", "--window", "2",
         "--processes", "2", "--ceiling-variants", "tuned",
     )  # fmt: skip
     summary, runs = data["summary"], data["runs"]
@@ -49,6 +49,12 @@ def test_ceiling_keyed_count_and_latency(
         assert latency["rate"] == pytest.approx(summary["count"][delivery]["rate"] / 2)
         assert latency["missing"] == 0 and latency["repeated"] == 0
         assert 0 < latency["p50_ms"] <= latency["p99_ms"]
+        (traced,) = runs["breakdown"][delivery]
+        stages = {s["stage"]: s for s in traced["breakdown"]["stages"]}
+        assert traced["breakdown"]["traced"] > 0
+        assert stages["operator + state"]["samples"] > 0
+        assert stages["source poll"]["p50_ms"] > 0
+        assert [s["stage"] for s in summary["breakdown"][delivery]["stages"]] == list(stages)
     shown = {t["target"]: t for t in summary["targets"]}
     assert shown["keyed count at-least-once CPU per record <= 8 us"]["met"] in (True, False)
     assert shown["order join max sustained >= 5x the Faust peer's"]["met"] is None
