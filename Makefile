@@ -11,7 +11,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo demo-connectors test lint unit images browser clean-venv
+.PHONY: setup demo demo-connectors test lint unit images browser bench-throughput clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,13 @@ images: setup
 # Debian's chromium for the dashboard test (make test does this too; installs it as root)
 browser: $(STAMP)
 	$(BIN)/python -m scripts.browser
+
+# issue 14's throughput benchmark with the Faust peer (~45 min; only on an idle machine):
+# installs the bench and peers extras (matplotlib, faust-streaming) first.
+# BENCH_ARGS="--only count --runs 1" and the like select parts and sizes.
+bench-throughput: setup
+	$(BIN)/python -m pip install -q -e '.[bench,peers]'
+	$(BIN)/streamer bench throughput $(BENCH_ARGS)
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
