@@ -19,7 +19,8 @@ then a read of the output. ``evaluate`` turns a point into:
   ``RAMP_S`` (or half the window, if shorter) after the start to the window's end;
 - lag growth: the backlog (orders whose last piece was produced but that were not
   yet emitted) sampled every 0.5 s over the same steady span, and its least-squares
-  slope in orders/s; ``growing`` when the slope exceeds ``GROWTH_SHARE`` of the rate;
+  slope in orders/s; ``growing`` when the slope exceeds ``GROWTH_SHARE`` of the rate
+  (and ``GROWTH_FLOOR``);
 - ``sustained``: delivered >= 99%, steady p99 < 1 s and no growing backlog
   (issue 14's definition);
 - CPU per order: the system's processes' CPU time over the run / orders.
@@ -42,6 +43,7 @@ from streamer.bench.timeline import percentile
 
 RAMP_S = 6.5  # the generator's shipments trail orders by up to 6 s: completions ramp up
 GROWTH_SHARE = 0.02
+GROWTH_FLOOR = 2.0  # orders/s: below it, growth is the backlog's noise at low rates
 STOP_AFTER = 2
 DELIVERED_MIN = 0.99
 P99_MAX_MS = 1000.0
@@ -96,7 +98,7 @@ def evaluate(
     growth = slope(xs, ys)
     share = len(delivered) / len(oracle) if oracle else 0.0
     p99 = percentile(steady, 0.99)
-    growing = growth > GROWTH_SHARE * rate
+    growing = growth > max(GROWTH_SHARE * rate, GROWTH_FLOOR)
     return {
         "rate": rate,
         "window_s": window,
