@@ -274,7 +274,17 @@ class KafkaSource:
             if timeout > 0:
                 time.sleep(min(timeout, 0.05))
             return []
-        messages = self._consumer.consume(num_messages=max_records, timeout=timeout)
+        if timeout > 0:
+            # consume(n, t) waits all of ``t`` unless n records are there: wait for the
+            # first record only, then take what else is already fetched (latency at low
+            # rates is the record's, not the timeout's)
+            first = self._consumer.poll(timeout)
+            if first is None:
+                return []
+            rest = self._consumer.consume(max_records - 1, 0) if max_records > 1 else []
+            messages = [first, *rest]
+        else:
+            messages = self._consumer.consume(num_messages=max_records, timeout=0)
         out: list[SourceRecord] = []
         for i, msg in enumerate(messages):
             err = msg.error()
