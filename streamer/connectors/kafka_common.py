@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -69,7 +70,9 @@ def unreachable(bootstrap: str, timeout: float, config: Mapping[str, Any] | None
     authentication, a certificate it cannot verify) to an error callback. So, given
     the client's ``config``, ``connect_error`` asks a short-lived client with the same
     settings, and the line carries its answer."""
-    reason = None if config is None else connect_error(config, min(timeout, 5.0))
+    # on a loaded machine a SASL/SCRAM or TLS handshake can take seconds: the probe
+    # waits up to 10 s, and stops as soon as it has a security error
+    reason = None if config is None else connect_error(config, min(max(timeout, 5.0), 10.0))
     if reason is not None:
         return (
             f"cannot reach Kafka at {bootstrap} ({reason}): check the job's kafka_config "
@@ -100,7 +103,9 @@ def connect_error(config: Mapping[str, Any], timeout: float) -> str | None:
     errors: list[Any] = []
     skip = {"logger", "log_level", "statistics.interval.ms", *MANAGED}
     probe: dict[str, Any] = {
-        k: v for k, v in config.items() if k not in skip and not k.endswith("_cb")
+        k: v
+        for k, v in config.items()
+        if k not in skip and not k.endswith("_cb") and not callable(v)  # (on_delivery)
     }
     probe["bootstrap.servers"] = config.get("bootstrap.servers", "")
     probe["log_level"] = 0
@@ -109,11 +114,22 @@ def connect_error(config: Mapping[str, Any], timeout: float) -> str | None:
         admin = AdminClient(probe)
     except Exception:  # noqa: BLE001 - settings the main client took; say nothing more
         return None
-    try:
-        admin.list_topics(timeout=timeout)
-        return None  # it works now
-    except Exception:  # noqa: BLE001 - the callback says why, if anything does
-        admin.poll(0.1)
     auth = (KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED)
-    security = [e for e in errors if e.code() in auth or "security.protocol" in e.str()]
-    return clean_error(security[0].str()) if security else None
+
+    def security() -> list[Any]:
+        return [e for e in errors if e.code() in auth or "security.protocol" in e.str()]
+
+    def down() -> bool:  # nothing listens (or resolves): not a security problem
+        return any(e.code() == KafkaError._RESOLVE or "refused" in e.str() for e in errors)
+
+    deadline = time.monotonic() + timeout
+    while True:  # in steps, so a security error ends the wait at once
+        try:
+            admin.list_topics(timeout=min(1.0, max(deadline - time.monotonic(), 0.1)))
+            return None  # it works now
+        except Exception:  # noqa: BLE001 - the callback says why, if anything does
+            admin.poll(0.1)  # callbacks are served by poll()
+        if security() or down() or time.monotonic() >= deadline:
+            break
+    found = security()
+    return clean_error(found[0].str()) if found else None
