@@ -301,14 +301,21 @@ class JobMaster:
         previous = self.tasks[task].worker_id
         self.tasks.new_attempt(task)
         restore = self.checkpoints.restore_plans({task})
-        if lossless:
-            why = await self.individual.prepare_replay(task, restore[task], last)
-            if why is not None:
-                await self._fall_back(task, rec, why)
-                return
-            rec.replay_from = restore[task]["replay_from"]
+        if not lossless:
+            self.scheduler.set_restore(restore)
+            await self._deploy(task, prefer=previous)  # back where it ran: warm and local
+            return
+        # the new attempt starts while its determinants are collected; its plan waits
+        self.scheduler.hold_restore(task)
+        deploy = asyncio.ensure_future(self._deploy(task, prefer=previous))
+        why = await self.individual.prepare_replay(task, restore[task], last)
+        if why is not None:
+            await deploy  # (then the region restart cancels it)
+            await self._fall_back(task, rec, why)
+            return
+        rec.replay_from = restore[task]["replay_from"]
         self.scheduler.set_restore(restore)
-        await self._deploy(task, prefer=previous)  # back where it ran: warm and local
+        await deploy
 
     async def _switch_consumers(self, task: TaskId, rec: FailoverRecord) -> None:
         reason = await self.individual.update_consumers(task, rec.replay_from)

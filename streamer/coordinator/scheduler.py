@@ -72,6 +72,7 @@ class Scheduler:
         self.job_running = job_running
         self._pending_hellos: dict[TaskId, tuple[RpcConnection, Message]] = {}
         self._restore_plans: dict[TaskId, dict[str, Any]] = {}
+        self._restore_held: set[TaskId] = set()  # their plans wait for `set_restore`
         self._spawn = spawn  # the job's: runs a reply in the background
 
     def slot_key(self, task: TaskId) -> tuple[str, TaskId]:
@@ -183,7 +184,7 @@ class Scheduler:
         """Send ``task`` its plan if every producer's address is known; else it waits
         in the directory, and a producer's hello answers it."""
         entry = self._pending_hellos.get(task)
-        if entry is None:
+        if entry is None or task in self._restore_held:
             return
         inputs = self.store.directory.inputs(task)
         if inputs is None:
@@ -199,12 +200,23 @@ class Scheduler:
     def forget(self, task: TaskId) -> None:
         """``task``'s attempt failed or is being replaced: it waits for no plan."""
         self._pending_hellos.pop(task, None)
+        self._restore_held.discard(task)
         self.store.directory.forget(task)
 
     # ---------------------------------------------------------------- restore
+    def hold_restore(self, task: TaskId) -> None:
+        """``task``'s restore plan is still being made (lossless recovery collects its
+        determinants while the new attempt starts): its hello waits for `set_restore`."""
+        self._restore_held.add(task)
+
     def set_restore(self, plans: dict[TaskId, dict[str, Any]]) -> None:
-        """What the next attempts of these tasks restore (from a checkpoint or savepoint)."""
+        """What the next attempts of these tasks restore (from a checkpoint or savepoint);
+        a hello held for one of them is answered now."""
         self._restore_plans.update(plans)
+        for task in plans:
+            if task in self._restore_held:
+                self._restore_held.discard(task)
+                self._answer_hello(task)
 
     def _restore_for(self, task: TaskId) -> dict[str, Any]:
         plan = self._restore_plans.pop(task, None)
