@@ -189,11 +189,15 @@ class SourceRunner:
         """Before the first batch (a hook)."""
 
     async def _next_live_batch(self, batch_size: int) -> list[SourceRecord]:
-        """What librdkafka already fetched is taken on the loop at once; only an empty
-        queue waits, on the Kafka thread (no thread hop per busy batch)."""
+        """What librdkafka already fetched is taken on the loop at once (after one turn
+        of the loop); only an empty queue waits, on the Kafka thread (no thread hop per
+        busy batch)."""
         assert self.source is not None
         batch = [] if self.source.discovery_due else self._poll(batch_size, 0.0)
         if batch:
+            # still one trip through the event loop per batch: without it a busy source
+            # starves its own flush timers, sockets and checkpoint triggers
+            await asyncio.sleep(0)
             return batch
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.kafka_thread, self._poll, batch_size, 0.05)
