@@ -7,7 +7,7 @@ Pure functions over the runs ``streamer.bench.throughput`` collected (no I/O but
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -140,51 +140,57 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
     ours, faust = join.get("streamer") or {}, join.get("faust") or {}
     out: list[dict[str, Any]] = []
 
-    def add(what: str, value: float | None, text: str, met: bool | None) -> None:
-        out.append({"target": what, "value": value, "shown": text, "met": met})
+    def add(
+        what: str, value: float | None, show: Callable[[float], str], ok: Callable[[float], bool]
+    ) -> None:
+        """One target; a figure not measured (None) shows "-" and is neither met nor not."""
+        shown = "-" if value is None else show(value)
+        out.append(
+            {
+                "target": what,
+                "value": value,
+                "shown": shown,
+                "met": None if value is None else ok(value),
+            }
+        )
 
-    share = alo.get("share_of_ceiling")
     add(
         "keyed count at-least-once >= 30% of the tuned 2-process ceiling",
-        share,
-        "-" if share is None else f"{share:.1%}",
-        None if share is None else share >= 0.30,
+        alo.get("share_of_ceiling"),
+        lambda v: f"{v:.1%}",
+        lambda v: v >= 0.30,
     )
-    cpu = alo.get("cpu_per_record_us")
     add(
         "keyed count at-least-once CPU per record <= 8 us",
-        cpu,
-        "-" if cpu is None else f"{cpu:.1f} us",
-        None if cpu is None else cpu <= 8.0,
+        alo.get("cpu_per_record_us"),
+        lambda v: f"{v:.1f} us",
+        lambda v: v <= 8.0,
     )
     ratio = None if not alo.get("rate") or eo.get("rate") is None else eo["rate"] / alo["rate"]
     add(
         "keyed count exactly-once within 15% of at-least-once",
         ratio,
-        "-" if ratio is None else f"{ratio:.0%} of it",
-        None if ratio is None else ratio >= 0.85,
+        lambda v: f"{v:.0%} of it",
+        lambda v: v >= 0.85,
     )
-    p99 = lat.get("p99_ms")
     add(
         "keyed count at half load, p99 <= 50 ms (at-least-once)",
-        p99,
-        "-" if p99 is None else f"{p99:,.0f} ms",
-        None if p99 is None else p99 <= 50.0,
+        lat.get("p99_ms"),
+        lambda v: f"{v:,.0f} ms",
+        lambda v: v <= 50.0,
     )
     a, b = ours.get("max_sustained"), faust.get("max_sustained")
-    x = None if a is None or not b else a / b
     add(
         "order join max sustained >= 5x the Faust peer's",
-        x,
-        "-" if x is None else f"{x:.1f}x ({a:,.0f} vs {b:,.0f}/s)",
-        None if x is None else x >= 5,
+        None if a is None or not b else a / b,
+        lambda v: f"{v:.1f}x ({a:,.0f} vs {b:,.0f}/s)",
+        lambda v: v >= 5,
     )
-    half = (ours.get("half_load") or {}).get("p99_ms")
     add(
         "order join p99 <= 100 ms at half its own max",
-        half,
-        "-" if half is None else f"{half:,.0f} ms",
-        None if half is None else half <= 100.0,
+        (ours.get("half_load") or {}).get("p99_ms"),
+        lambda v: f"{v:,.0f} ms",
+        lambda v: v <= 100.0,
     )
     return out  # fmt: skip
 
