@@ -154,6 +154,11 @@ class JoinState(Protocol):
         """All keys with at least one bucket."""
         ...
 
+    def entries(self) -> Iterable[tuple[Any, int, int, list[Any]]]:
+        """``(key, input_index, ts, records)`` of every bucket of every key, in one
+        pass (ignores the current key; used to rebuild the expiry index)."""
+        ...
+
     def snapshot(self) -> dict[str, Any]:
         """A JSON-able copy of the whole state (``{}`` if checkpointed elsewhere)."""
         ...
@@ -213,6 +218,23 @@ class DictJoinState:
 
     def keys(self) -> Iterable[Any]:
         return self._data.keys()
+
+    def entries(self) -> Iterable[tuple[Any, int, int, list[Any]]]:
+        return [
+            (key, i, ts, recs)
+            for key, per in self._data.items()
+            for i, d in enumerate(per)
+            for ts, recs in d.items()
+        ]
+
+    def load(self, entries: Iterable[tuple[Any, int, int, list[Any]]]) -> None:
+        """Add whole buckets (e.g. another state's `entries`)."""
+        for key, i, ts, recs in entries:
+            per = self._data.get(key)
+            if per is None:
+                per = self._data[key] = [{} for _ in range(self.n_inputs)]
+            per[i].setdefault(ts, []).extend(recs)
+        self._cur = self._data.get(self._key)
 
     def __len__(self) -> int:
         """Number of buffered records (all keys)."""
@@ -451,9 +473,10 @@ class IntervalJoinOperator(ChainedOperator):
         self._heap = [(t, next(self._seq), k) for k, t in self._due.items()]
         heapq.heapify(self._heap)
 
-    def _expire_key(self, key: Any, wm: int) -> None:
-        """Apply the expiry rule to every record of ``key`` and re-arm its timer."""
-        state = self.state
+    def _expire_key(self, key: Any, wm: int, state: JoinState | _Mirrored | None = None) -> None:
+        """Apply the expiry rule to every record of ``key`` and re-arm its timer
+        (``state``: where to read and remove, default the operator's state)."""
+        state = self.state if state is None else state
         state.set_current_key(key)
         lo, hi = self.lower_ms, self.upper_ms
         dropped = 0
@@ -547,22 +570,39 @@ class IntervalJoinOperator(ChainedOperator):
         self.rebuild_index()
 
     def rebuild_index(self) -> None:
-        """Recompute ``state_size`` and the expiry index by scanning the state.
+        """Recompute ``state_size`` and the expiry index from one scan of the state.
 
-        Also applies the expiry rule at the current watermark to every key.
+        Also applies the expiry rule at the current watermark to every key (it
+        reads an in-memory copy of the scan and removes from both).
         """
         self._due = {}
         self._heap = []
-        state = self.state
-        size = 0
-        keys = list(state.keys())
-        for key in keys:
-            state.set_current_key(key)
-            for i in range(self.n_inputs):
-                size += sum(len(recs) for _, recs in state.buckets(i))
-        self.metrics.state_size = size
-        for key in keys:
-            self._expire_key(key, self._watermark)
+        loaded = DictJoinState(self.n_inputs)
+        loaded.load(self.state.entries())
+        self.metrics.state_size = len(loaded)
+        both = _Mirrored(loaded, self.state)
+        for key in list(loaded.keys()):
+            self._expire_key(key, self._watermark, both)
+
+
+class _Mirrored:
+    """Reads from an in-memory copy of a `JoinState`; removes from both (restore only)."""
+
+    def __init__(self, copy: DictJoinState, state: JoinState) -> None:
+        self.copy, self.state = copy, state
+
+    def set_current_key(self, key: Any) -> None:
+        self.copy.set_current_key(key)
+        self.state.set_current_key(key)
+
+    def buckets(
+        self, input_index: int, lo: int | None = None, hi: int | None = None
+    ) -> Iterable[tuple[int, list[Any]]]:
+        return self.copy.buckets(input_index, lo, hi)
+
+    def remove(self, input_index: int, ts: int) -> None:
+        self.copy.remove(input_index, ts)
+        self.state.remove(input_index, ts)
 
 
 def _merge(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -68,6 +68,11 @@ class RocksJoinState:
     def keys(self) -> Iterable[Any]:
         return list(dict.fromkeys(self.backend.keys_of(self.name)))
 
+    def entries(self) -> Iterable[tuple[Any, int, int, list[Any]]]:
+        for key, bucket, records in self.map.items_of_all_keys():
+            i, _, ts = bucket.partition(":")
+            yield key, int(i), int(ts) - _TS_OFFSET, records
+
     def snapshot(self) -> dict[str, Any]:
         return {}  # checkpointed with the database
 

@@ -55,7 +55,7 @@ from streamer.runtime.sink_commits import SinkCommitter
 from streamer.runtime.snapshots import TaskSnapshotter
 from streamer.runtime.source_runner import SourceRunner
 from streamer.runtime.task_context import TaskContext
-from streamer.runtime.task_metrics import Counters, MetricSources, collect
+from streamer.runtime.task_metrics import Counters, MetricSources, PhaseClock, collect
 from streamer.runtime.watermark_output import WatermarkOutput
 
 log = logging.getLogger(__name__)
@@ -176,12 +176,15 @@ class Task:
     # ------------------------------------------------------------------- open
     async def _open(self) -> None:
         ctx, control, metrics = self.ctx, self.control, self.metric_sources
+        clock = PhaseClock()
         await self.outputs.open()
         control.partitions = self.outputs.partitions
         self.output = self.outputs.output
+        clock.lap("outputs")
         plan = await self.link.hello(
             self.outputs.data_address(), control.handle, self._on_control_lost
         )
+        clock.lap("hello")
         restore: dict[str, Any] = plan.get("restore") or ctx.deployment.get("restore") or {}
         self.outputs.restore(restore)
         head, tail = ctx.vertex.operators[0], ctx.vertex.operators[-1]
@@ -203,14 +206,17 @@ class Task:
             self.output = open_exchange_output(ctx, exchange_out, self.commits)
             control.commits = self.commits
             metrics.sink = self.commits.sink
+        clock.lap("source_sink")
         self.inputs = control.inputs = await InputProcessor.open(ctx, plan, self.counters)
         if self.inputs is not None:
             metrics.gate = self.inputs.gate
+        clock.lap("inputs")
         if ctx.config.get("individual_recovery") == "lossless":
             self._enable_causal_log(restore.get("determinants"), restore.get("checkpoint_id"))
         if self.output is None:
             raise RuntimeError(f"vertex {ctx.vertex.vertex_id} has no output")
         self.chain = build_task_chain(ctx, self.output, restore)
+        clock.lap("state")
         self.commits.replay(restore)
         self.watermarks = watermark_output(self.chain.operators, self.outputs.writers, self.output)
         self.snapshots = control.snapshots = TaskSnapshotter(
@@ -238,6 +244,8 @@ class Task:
             metrics.emitted = lambda: writer_output.records
         if self.chain.backend is not None:
             metrics.state = self.chain.backend.size_estimate
+        clock.lap("rest")
+        log.info("task %s opened in %s", self, clock)
 
     def _enable_causal_log(self, replay: list[Any] | None, restored_from: int | None) -> None:
         """Lossless recovery: determinants to the consumers; a restarted attempt replays."""

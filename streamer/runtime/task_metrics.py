@@ -132,3 +132,21 @@ def collect(m: MetricSources) -> dict[str, Any]:
         keys, size = m.state()
         out["state"] = {"keys": keys, "bytes": size}
     return out
+
+
+class PhaseClock:
+    """Milliseconds spent per named phase, lap by lap (``str``: ``a 3 ms, b 40 ms``)."""
+
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = (now - self._last) * 1000.0
+        self._last = now
+
+    def __str__(self) -> str:
+        total = sum(self.laps.values())
+        parts = ", ".join(f"{k} {v:.0f} ms" for k, v in self.laps.items())
+        return f"{total:.0f} ms ({parts})"

@@ -244,6 +244,21 @@ class KeyedAccess:
                     it.seek(successor(key[:end]))
             del it
 
+    def entries_of(self, sid: bytes) -> Iterator[tuple[bytes, bytes, bytes]]:
+        """``(key bytes, rest of the data key, raw value)`` of every entry of state
+        ``sid`` (2 bytes), over all keys: one range scan per key group, layout order."""
+        self.flush()
+        entries = self._entries_gen(sid)
+        self._scans.add(entries)
+        return entries
+
+    def _entries_gen(self, sid: bytes) -> Generator[tuple[bytes, bytes, bytes], None, None]:
+        for kg in self._key_groups:
+            lower = kg.to_bytes(2, "big") + sid
+            for key, raw in self._scan_gen(lower, successor(lower)):
+                end = 8 + int.from_bytes(key[4:8], "big")
+                yield key[8:end], key[end:], raw
+
     def cleanup_expired(self, now_ms: int | None = None) -> int:
         """See `KeyedStateBackend.cleanup_expired`."""
         now = self.clock() if now_ms is None else now_ms

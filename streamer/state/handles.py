@@ -46,6 +46,8 @@ class StateAccess(Protocol):
 
     def next_seq(self, prefix: bytes) -> int: ...
 
+    def entries_of(self, sid: bytes) -> Iterator[tuple[bytes, bytes, bytes]]: ...
+
 
 __all__ = ["ListState", "MapState", "ValueState"]
 
@@ -175,6 +177,17 @@ class MapState(_StateHandle):
         """
         for user_key, value in self._entries(self._user_key(start), self._user_key(stop)):
             yield orjson.loads(user_key), value
+
+    def items_of_all_keys(self) -> Iterator[tuple[bytes, Any, Any]]:
+        """``(key bytes, map key, value)`` of every live entry of every key, in one scan
+        (key-group order, then key, then map key). Ignores the current key; for
+        whole-state work such as rebuilding an index on restore."""
+        now = self._access.clock() if self._ttl_ms is not None else None
+        decode = self._access.decode
+        for key, user_key, raw in self._access.entries_of(self._sid):
+            value = decode(raw, now)
+            if value is not ABSENT:
+                yield key, orjson.loads(user_key), value
 
     def items(self) -> Iterator[tuple[Any, Any]]:
         """``(key, value)`` pairs of the current key's map, in user-key byte order."""
