@@ -78,6 +78,21 @@ DEFAULT_MAX_CONNECTIONS = 1024
 DEFAULT_AUTH_TIMEOUT = 5.0
 
 
+def _handshake_step(
+    auth: ClientHandshake | ServerHandshake, transport: asyncio.Transport, data: bytes
+) -> bytes | None:
+    """Feed ``data`` to ``auth`` and write its reply, if any, to ``transport``.
+
+    Returns None while the handshake goes on, and once it is done the bytes that
+    followed it in ``data`` (possibly empty: frames for the decoder). A failed
+    handshake raises `HandshakeError` (nothing written for it); the caller refuses.
+    """
+    reply = auth.feed(data)
+    if reply:
+        transport.write(reply)
+    return auth.leftover if auth.done else None
+
+
 class ProducerConnection(asyncio.Protocol):
     """Server side of one consumer connection; the subpartition's `ConsumerLink`."""
 
@@ -120,20 +135,17 @@ class ProducerConnection(asyncio.Protocol):
         auth = self._auth
         assert auth is not None and self._transport is not None
         try:
-            reply = auth.feed(data)
+            rest = _handshake_step(auth, self._transport, data)
         except HandshakeError as exc:
             _refusals.warning("refusing a connection from %s: %s", self.peer, exc)
             self._transport.write(auth.refusal)
             self.close(None)
             return None
-        if reply:
-            self._transport.write(reply)
-        if not auth.done:
-            return None
-        self._auth = None
-        if self._auth_timer is not None:
-            self._auth_timer.cancel()
-        return auth.leftover
+        if rest is not None:
+            self._auth = None
+            if self._auth_timer is not None:
+                self._auth_timer.cancel()
+        return rest
 
     def data_received(self, data: bytes) -> None:
         if self._auth is not None:
@@ -350,21 +362,18 @@ class ChannelConnection(asyncio.Protocol):
             transport.write(encode(self.request))
 
     def _authenticate(self, data: bytes) -> bytes | None:
-        """Feed the handshake; the bytes after it once authenticated, else None."""
-        auth = self._auth
-        assert auth is not None and self._transport is not None
+        """Feed the handshake; the bytes after it once authenticated (then the request
+        is sent), else None."""
+        assert self._auth is not None and self._transport is not None
         try:
-            reply = auth.feed(data)
+            rest = _handshake_step(self._auth, self._transport, data)
         except HandshakeError as exc:
             self._fail(str(exc))
             return None
-        if reply:
-            self._transport.write(reply)
-        if not auth.done:
-            return None
-        self._auth = None
-        self._transport.write(encode(self.request))
-        return auth.leftover
+        if rest is not None:
+            self._auth = None
+            self._transport.write(encode(self.request))
+        return rest
 
     def data_received(self, data: bytes) -> None:
         if self._auth is not None:
