@@ -1,10 +1,12 @@
 """``KafkaSource``: one subtask of a parallel Kafka source.
 
 Subtask ``i`` of ``n`` owns the partitions ``p`` with ``p % n == i`` and assigns
-them explicitly (no consumer-group rebalancing). Positions are tracked here, one
-"next offset to read" per owned partition: ``snapshot()`` returns them and
-``restore()`` resumes at exactly the next unread record. Partitions that appear
-later are found by periodic metadata checks and read from their beginning.
+them explicitly (no consumer-group rebalancing). Positions are tracked, one "next
+offset to read" per owned partition: ``snapshot()`` returns them and ``restore()``
+resumes at exactly the next unread record. Partitions that appear later are found
+by periodic metadata checks and read from their beginning. (Assignment, discovery
+and positions: ``streamer.connectors.source_partitions``; this module reads and
+decodes.)
 
 Threading: not thread-safe; one owner (the source task's loop) calls every method.
 Ordering: records of one partition come out in offset order.
@@ -26,11 +28,17 @@ from streamer.connectors.kafka_common import (
     topic_partitions,
 )
 from streamer.connectors.serde import Serde, get_serde
+from streamer.connectors.source_partitions import (
+    PartitionAssigner,
+    SourcePositions,
+    StartFrom,
+    owned_partitions,
+)
 from streamer.errors import ConfigError, ConnectorError
 
-log = logging.getLogger(__name__)
+__all__ = ["KafkaSource", "SourceMetrics", "SourceRecord", "StartFrom", "owned_partitions"]
 
-StartFrom = str | int  # "earliest" | "latest" | "committed" | a timestamp in ms
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -52,11 +60,6 @@ class SourceMetrics:
     records_skipped: int = 0
     records_dead_lettered: int = 0
     partitions: list[int] = field(default_factory=list)
-
-
-def owned_partitions(num_partitions: int, subtask: int, parallelism: int) -> list[int]:
-    """The partitions a subtask reads: ``p % parallelism == subtask``."""
-    return [p for p in range(num_partitions) if p % parallelism == subtask]
 
 
 def _validate_start(start: StartFrom) -> None:
@@ -120,21 +123,24 @@ class KafkaSource:
                 metadata_timeout,
                 kafka_config=self.kafka_config,
             )
-        self._positions: dict[int, int] = {}
-        self._end_offsets: dict[int, int] = {}  # bounded mode: stop here
-        self._restored: dict[int, int] | None = None
-        self._num_partitions = 0
-        self._next_discovery = 0.0
+        self._tracked = SourcePositions(topic)
+        self._positions = self._tracked.next  # the same dict: read per record
+        self._partitions = PartitionAssigner(
+            self._tracked,
+            bootstrap_servers,
+            subtask=subtask,
+            parallelism=parallelism,
+            start=start,
+            bounded=bounded,
+            discovery_interval=discovery_interval,
+            metadata_timeout=metadata_timeout,
+        )
         self._pending_error: ConnectorError | None = None
 
     # --------------------------------------------------------------- lifecycle
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Resume from ``snapshot()`` output; call before ``open()``."""
-        if snapshot.get("topic") != self.topic:
-            raise ConnectorError(
-                f"source snapshot is for topic {snapshot.get('topic')!r}, not {self.topic!r}"
-            )
-        self._restored = {int(p): int(o) for p, o in snapshot["positions"].items()}
+        self._tracked.restore(snapshot)
 
     def open(self) -> None:
         """Connect, check the topic, and assign the owned partitions at their start offsets."""
@@ -161,82 +167,13 @@ class KafkaSource:
         )
         config.update(self.health.callbacks())
         self._consumer = Consumer(config)
-        self._num_partitions = topic_partitions(
+        num_partitions = topic_partitions(
             self._consumer, self.topic, self.bootstrap_servers, self.metadata_timeout, config
         )
         if self._dead_letters is not None:
             self._dead_letters.open()
-        mine = owned_partitions(self._num_partitions, self.subtask, self.parallelism)
-        self._assign(mine, initial=True)
-        self._next_discovery = time.monotonic() + self.discovery_interval
-
-    def _assign(self, partitions: list[int], *, initial: bool) -> None:
-        from confluent_kafka import TopicPartition
-
-        if not partitions:
-            return
-        starts = self._start_offsets(partitions, initial=initial)
-        self._positions.update(starts)
-        if self.bounded:
-            for p in partitions:
-                self._end_offsets[p] = self._watermarks(p)[1]
-        self._consumer.incremental_assign(
-            [TopicPartition(self.topic, p, starts[p]) for p in partitions]
-        )
+        self._partitions.open(self._consumer, num_partitions)
         self.metrics.partitions = sorted(self._positions)
-        log.info(
-            "source %s[%d] assigned partitions %s at %s",
-            self.topic,
-            self.subtask,
-            partitions,
-            starts,
-        )
-
-    def _watermarks(self, partition: int) -> tuple[int, int]:
-        from confluent_kafka import TopicPartition
-
-        low, high = self._consumer.get_watermark_offsets(
-            TopicPartition(self.topic, partition), timeout=self.metadata_timeout
-        )
-        return int(low), int(high)
-
-    def _start_offsets(self, partitions: list[int], *, initial: bool) -> dict[int, int]:
-        """Concrete start offsets, so that every snapshot holds real numbers."""
-        from confluent_kafka import TopicPartition
-
-        out: dict[int, int] = {}
-        todo = []
-        for p in partitions:
-            if initial and self._restored is not None and p in self._restored:
-                out[p] = self._restored[p]
-            elif not initial or self._restored is not None:
-                out[p] = self._watermarks(p)[0]  # a new partition: read it from the beginning
-            else:
-                todo.append(p)
-        if not todo:
-            return out
-        if self.start == "earliest":
-            out.update({p: self._watermarks(p)[0] for p in todo})
-        elif self.start == "latest":
-            out.update({p: self._watermarks(p)[1] for p in todo})
-        elif self.start == "committed":
-            committed = self._consumer.committed(
-                [TopicPartition(self.topic, p) for p in todo], timeout=self.metadata_timeout
-            )
-            for tp in committed:
-                out[tp.partition] = (
-                    tp.offset if tp.offset >= 0 else self._watermarks(tp.partition)[0]
-                )
-        else:
-            found = self._consumer.offsets_for_times(
-                [TopicPartition(self.topic, p, int(self.start)) for p in todo],
-                timeout=self.metadata_timeout,
-            )
-            for tp in found:
-                out[tp.partition] = (
-                    tp.offset if tp.offset >= 0 else self._watermarks(tp.partition)[1]
-                )
-        return out
 
     def close(self) -> None:
         if self._dead_letters is not None:
@@ -249,15 +186,13 @@ class KafkaSource:
     @property
     def finished(self) -> bool:
         """Bounded mode only: every owned partition was read up to its end at open()."""
-        return self.bounded and all(
-            self._positions.get(p, 0) >= end for p, end in self._end_offsets.items()
-        )
+        return self.bounded and self._tracked.reached_ends()
 
     @property
     def discovery_due(self) -> bool:
         """Whether the next `poll_batch` looks for new partitions (a metadata request:
         call it where blocking is fine)."""
-        return not self.bounded and time.monotonic() >= self._next_discovery
+        return self._partitions.discovery_due
 
     def poll_batch(self, max_records: int = 500, timeout: float = 0.1) -> list[SourceRecord]:
         """Up to ``max_records`` decoded records, waiting at most ``timeout`` seconds.
@@ -294,7 +229,7 @@ class KafkaSource:
                 log.warning("source %s[%d]: %s", self.topic, self.subtask, err.str())
                 continue
             partition, offset = msg.partition(), msg.offset()
-            if self.bounded and offset >= self._end_offsets.get(partition, 1 << 62):
+            if self.bounded and offset >= self._tracked.ends.get(partition, 1 << 62):
                 continue
             if offset < self._positions.get(partition, 0):
                 continue  # already delivered (a re-fetch after a seek)
@@ -345,21 +280,9 @@ class KafkaSource:
 
     def discover_partitions(self) -> list[int]:
         """Assign owned partitions that appeared since the last check; returns the new ones."""
-        self._next_discovery = time.monotonic() + self.discovery_interval
-        try:
-            count = topic_partitions(self._consumer, self.topic, self.bootstrap_servers, 5.0)
-        except ConnectorError as exc:
-            log.warning("partition discovery for %s failed: %s", self.topic, exc)
-            return []
-        if count <= self._num_partitions:
-            return []
-        new = [
-            p
-            for p in owned_partitions(count, self.subtask, self.parallelism)
-            if p not in self._positions
-        ]
-        self._num_partitions = count
-        self._assign(new, initial=False)
+        new = self._partitions.discover()
+        if new:
+            self.metrics.partitions = sorted(self._positions)
         return new
 
     # ------------------------------------------------------------- checkpoints
@@ -371,31 +294,17 @@ class KafkaSource:
         """
         if self._dead_letters is not None:
             self._dead_letters.flush()
-        return {
-            "topic": self.topic,
-            "positions": {str(p): o for p, o in sorted(self._positions.items())},
-        }
+        return self._tracked.snapshot()
 
     def positions(self) -> dict[str, int]:
         """A copy of the next offset to read per owned partition (safe from another thread)."""
-        return {str(p): o for p, o in dict(self._positions).items()}
+        return self._tracked.copy()
 
     def lags(self) -> dict[str, int]:
         """Consumer lag per owned partition: the high watermark the last fetch reported
         (librdkafka's cached value: no broker request) minus the next offset to read.
         Partitions without a fetch yet are left out."""
-        from confluent_kafka import TopicPartition
-
-        out: dict[str, int] = {}
-        if self._consumer is None:
-            return out
-        for p, position in sorted(self._positions.items()):
-            _low, high = self._consumer.get_watermark_offsets(
-                TopicPartition(self.topic, p), cached=True
-            )
-            if high is not None and high >= 0:
-                out[str(p)] = max(0, int(high) - position)
-        return out
+        return {} if self._consumer is None else self._tracked.lags(self._consumer)
 
     def commit_offsets(self, snapshot: dict[str, Any]) -> None:
         """Commit a completed checkpoint's positions to Kafka (for lag monitoring only)."""
