@@ -20,7 +20,10 @@ runs one task, so that is the task's view of Kafka (the task metrics read it).
 
 ``probe(bootstrap)`` asks a broker for metadata and fails fast: a refused
 connection or an unknown host is reported as soon as librdkafka sees every broker
-down (well under a second), a silent broker after ``timeout``.
+down (well under a second), a failed authentication or TLS handshake as soon as
+librdkafka reports it, a silent broker after ``timeout``. It and
+``kafka_common.connect_error`` (why a job's client could not connect) are the one
+probe, `reach`.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -150,41 +154,77 @@ HINT = "check that the broker runs and the bootstrap servers are right"
 SECURITY_HINT = "check the job's kafka_config (security.protocol, sasl.*, ssl.*)"
 
 
-def probe(
-    bootstrap: str,
-    timeout: float = 15.0,
-    config: dict[str, Any] | None = None,
-    hint: str = HINT,
-    security_hint: str = SECURITY_HINT,
-) -> Any:
-    """Cluster metadata from ``bootstrap`` (``AdminClient.list_topics``), or
-    ``ConnectorError`` with one line ending in ``hint``: at once when every broker
-    refuses or cannot be resolved, after ``timeout`` seconds when none answers. A
-    failed authentication or TLS handshake (at once too) ends in ``security_hint``."""
+@dataclass(frozen=True)
+class Reach:
+    """What `reach` found: ``metadata`` when a broker answered, else why it did not."""
+
+    metadata: Any = None
+    """The cluster metadata (``AdminClient.list_topics``), or None."""
+    security: str | None = None
+    """A failed authentication or TLS handshake, as librdkafka tells it (cleaned)."""
+    down: str | None = None
+    """Why every broker is down (refused, unknown host), when that was the end."""
+
+
+def reach(bootstrap: str, config: Mapping[str, Any], timeout: float) -> Reach:
+    """Ask a short-lived admin client with ``config``'s settings for ``bootstrap``'s metadata.
+
+    The one Kafka probe (`probe`, and a failed client's `kafka_common.connect_error`):
+    it asks in 0.25 s steps and ends at the first answer, at the first security error
+    (an authentication or TLS failure, or an error that names ``security.protocol``),
+    when every broker is down with a cause (refused, unresolvable), or after
+    ``timeout`` seconds. librdkafka tells why only to an error callback, so the probe
+    keeps ``config``'s connection settings and drops its callbacks, callables, logger
+    and the keys streamer manages. Raises what ``AdminClient`` raises for bad settings.
+    """
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient
 
+    from streamer.connectors.client_config import MANAGED
+
     auth = (KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED)
+    skip = {"logger", "log_level", "statistics.interval.ms", *MANAGED}
     errors: list[Any] = []
-    settings: dict[str, Any] = {**(config or {}), "bootstrap.servers": bootstrap}
-    settings.update(log_level=0, error_cb=errors.append)  # errors: below, in one line
+    settings: dict[str, Any] = {
+        k: v
+        for k, v in config.items()
+        if k not in skip and not k.endswith("_cb") and not callable(v)  # (on_delivery)
+    }
+    settings.update({"bootstrap.servers": bootstrap, "log_level": 0, "error_cb": errors.append})
     admin = AdminClient(settings)
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return admin.list_topics(timeout=min(0.25, max(0.01, deadline - time.monotonic())))
+            step = min(0.25, max(0.01, deadline - time.monotonic()))
+            return Reach(metadata=admin.list_topics(timeout=step))
         except KafkaException:
-            pass
-        admin.poll(0)
+            admin.poll(0)  # serves the error callback
         causes = [e for e in errors if e.code() != KafkaError._ALL_BROKERS_DOWN]
-        security = [e for e in causes if e.code() in auth]
+        security = [e for e in causes if e.code() in auth or "security.protocol" in e.str()]
         if security:
-            why = clean_error(security[0].str())
-            raise ConnectorError(f"{UNREACHABLE} at {bootstrap} ({why}): {security_hint}")
+            return Reach(security=clean_error(security[0].str()))
         if causes and any(e.code() == KafkaError._ALL_BROKERS_DOWN for e in errors):
-            why = clean_error(causes[-1].str())
-            raise ConnectorError(f"{UNREACHABLE} at {bootstrap} ({why}): {hint}")
+            return Reach(down=clean_error(causes[-1].str()))
         if time.monotonic() >= deadline:
-            raise ConnectorError(
-                f"{UNREACHABLE} at {bootstrap}: no answer within {timeout:.0f} s; {hint}"
-            )
+            return Reach()
+
+
+def probe(
+    bootstrap: str,
+    timeout: float = 15.0,
+    config: Mapping[str, Any] | None = None,
+    hint: str = HINT,
+    security_hint: str = SECURITY_HINT,
+) -> Any:
+    """Cluster metadata from ``bootstrap`` (`reach`), or ``ConnectorError`` with one line
+    ending in ``hint``: at once when every broker refuses or cannot be resolved, after
+    ``timeout`` seconds when none answers. A failed authentication or TLS handshake (at
+    once too) ends in ``security_hint``."""
+    found = reach(bootstrap, config or {}, timeout)
+    if found.metadata is not None:
+        return found.metadata
+    if found.security is not None:
+        raise ConnectorError(f"{UNREACHABLE} at {bootstrap} ({found.security}): {security_hint}")
+    if found.down is not None:
+        raise ConnectorError(f"{UNREACHABLE} at {bootstrap} ({found.down}): {hint}")
+    raise ConnectorError(f"{UNREACHABLE} at {bootstrap}: no answer within {timeout:.0f} s; {hint}")

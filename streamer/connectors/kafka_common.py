@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
-from streamer.connectors.client_config import MANAGED, client_config
+from streamer.connectors.client_config import client_config
 from streamer.errors import ConnectorError
 
 DEFAULT_METADATA_TIMEOUT = 15.0
@@ -94,42 +93,12 @@ def unreachable(bootstrap: str, timeout: float, config: Mapping[str, Any] | None
 def connect_error(config: Mapping[str, Any], timeout: float) -> str | None:
     """Why a fresh admin client with ``config`` cannot connect when the reason is its
     security settings (a failed authentication or TLS handshake), as librdkafka tells
-    its error callback; None when it connects or fails for another reason."""
-    from confluent_kafka import KafkaError
-    from confluent_kafka.admin import AdminClient
+    its error callback (`health.reach`); None when it connects or fails for another
+    reason."""
+    from streamer.connectors.health import reach
 
-    from streamer.connectors.health import clean_error
-
-    errors: list[Any] = []
-    skip = {"logger", "log_level", "statistics.interval.ms", *MANAGED}
-    probe: dict[str, Any] = {
-        k: v
-        for k, v in config.items()
-        if k not in skip and not k.endswith("_cb") and not callable(v)  # (on_delivery)
-    }
-    probe["bootstrap.servers"] = config.get("bootstrap.servers", "")
-    probe["log_level"] = 0
-    probe["error_cb"] = errors.append
+    bootstrap = str(config.get("bootstrap.servers", ""))
     try:
-        admin = AdminClient(probe)
+        return reach(bootstrap, config, timeout).security
     except Exception:  # noqa: BLE001 - settings the main client took; say nothing more
         return None
-    auth = (KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED)
-
-    def security() -> list[Any]:
-        return [e for e in errors if e.code() in auth or "security.protocol" in e.str()]
-
-    def down() -> bool:  # nothing listens (or resolves): not a security problem
-        return any(e.code() == KafkaError._RESOLVE or "refused" in e.str() for e in errors)
-
-    deadline = time.monotonic() + timeout
-    while True:  # in steps, so a security error ends the wait at once
-        try:
-            admin.list_topics(timeout=min(1.0, max(deadline - time.monotonic(), 0.1)))
-            return None  # it works now
-        except Exception:  # noqa: BLE001 - the callback says why, if anything does
-            admin.poll(0.1)  # callbacks are served by poll()
-        if security() or down() or time.monotonic() >= deadline:
-            break
-    found = security()
-    return clean_error(found[0].str()) if found else None
