@@ -27,7 +27,6 @@ Threading: the coordinator's loop; not thread-safe.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -35,10 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import orjson
-
+from streamer.coordinator.restore_plan import restore_plan
 from streamer.errors import ConfigError, StreamerError
-from streamer.graph import ExecutionGraph, JobGraph, TaskId, key_group_range
+from streamer.graph import ExecutionGraph, JobGraph, TaskId
 from streamer.graph.exchanges import starts_checkpoints
 from streamer.rpc import kinds as k
 from streamer.state import (
@@ -350,48 +348,7 @@ class CheckpointCoordinator:
         }
         if source.kind != "savepoint":
             self.next_id = max(self.next_id, int(meta["checkpoint_id"]) + 1)
-        return {t: self._plan(t, source) for t in tasks}
-
-    def _plan(self, task: TaskId, source: Any) -> dict[str, Any]:
-        meta = source.metadata
-        old_tasks = meta["tasks"]
-        vertex = self.eg.vertex_of(task)
-        old_vertex = meta["vertices"].get(vertex.vertex_id)
-        plan: dict[str, Any] = {"checkpoint_id": meta["checkpoint_id"], "from": str(source.path)}
-        if old_vertex is None:
-            return plan  # a vertex the checkpoint does not know: starts empty
-        maxp = old_vertex["max_parallelism"]
-        old_p = old_vertex["parallelism"]
-        mine = key_group_range(task.subtask, maxp, vertex.parallelism)
-        keyed, positions, topic = [], {}, None
-        for i in range(old_p):
-            entry = old_tasks.get(f"{vertex.vertex_id}#{i}")
-            if entry is None:
-                continue
-            if entry.get("source"):
-                topic = entry["source"]["topic"]
-                positions.update(entry["source"]["positions"])
-            theirs = key_group_range(i, maxp, old_p)
-            overlaps = max(mine.start, theirs.start) < min(mine.stop, theirs.stop)
-            if entry.get("keyed") and overlaps:
-                keyed.append([str(source.path / entry["dir"] / "keyed"), entry["keyed"]])
-        if keyed:
-            plan["keyed"] = keyed
-        if topic is not None:
-            plan["source"] = {"topic": topic, "positions": positions}
-        own = old_tasks.get(str(task))
-        if own is not None and old_p == vertex.parallelism:
-            task_json = source.path / own["dir"] / "task.json"
-            with contextlib.suppress(OSError, orjson.JSONDecodeError):
-                meta_json = orjson.loads(task_json.read_bytes())
-                # writers: round-robin positions; event_time: the watermark state
-                for key in ("operators", "writers", "event_time"):
-                    if meta_json.get(key):
-                        plan[key] = meta_json[key]
-            uncommitted = self.committed.get(task, 0) < int(meta["checkpoint_id"])
-            if own.get("sink_records") and uncommitted and source.kind != "savepoint":
-                plan["sink_replay_file"] = str(source.path / own["dir"] / "sink.json")
-        return plan
+        return {t: restore_plan(t, source, self.eg, self.committed) for t in tasks}
 
     def status(self) -> dict[str, Any]:
         return {
