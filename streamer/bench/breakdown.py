@@ -6,8 +6,13 @@ Input: the rows the tasks wrote (``streamer.runtime.latency_trace``: stage, reco
 receive time and Kafka timestamp of every result (``streamer.bench.loadgen``).
 One host, one clock. The boundaries a record passes, in order::
 
-    produced -> events.polled -> events.emitted -> count.in -> count.out
-             -> sink.in -> sink.out -> (Kafka timestamp) -> received
+    produced -> events.appended -> events.polled -> events.emitted -> count.in
+             -> count.out -> sink.in -> sink.out -> (Kafka timestamp) -> received
+
+``events.appended`` is the source record's Kafka timestamp: the benchmark's input
+topic is ``LogAppendTime``, so it is when the broker appended the event. That
+splits what the feeder and the broker take (``broker ingress``) from what the job
+takes; ``job`` is ``received - appended``.
 
 The same records are marked at every boundary (the keyed count copies ``seq``
 into its output), so a stage's p50/p99 are over exact per-record times (records
@@ -29,8 +34,10 @@ from streamer.bench.timeline import percentile
 SOURCE, OPERATOR, SINK = "events", "count", "sink"  # examples.keyed_count's vertices
 STAGES: list[tuple[str, str, str, str]] = [
     # name, from boundary, to boundary, what it holds
-    ("source poll", "produced", f"{SOURCE}.polled",
-     "feeder linger, broker append, fetch, librdkafka queue, poll thread hand-off"),
+    ("broker ingress", "produced", f"{SOURCE}.appended",
+     "feeder linger, produce request queued at the broker, append (LogAppendTime)"),
+    ("source fetch", f"{SOURCE}.appended", f"{SOURCE}.polled",
+     "broker fetch, librdkafka queue, the source loop's poll"),
     ("source chain", f"{SOURCE}.polled", f"{SOURCE}.emitted",
      "timestamps, watermarks, key, serialize into netlayer buffers (whole batch)"),
     ("netlayer to count", f"{SOURCE}.emitted", f"{OPERATOR}.in",
@@ -45,6 +52,7 @@ STAGES: list[tuple[str, str, str, str]] = [
      "producer linger, broker, the reader's fetch; exactly-once: the commit"),
 ]  # fmt: skip
 BOUNDARIES = ["produced", *(s[2] for s in STAGES)]
+APPENDED = f"{SOURCE}.appended"
 
 
 def read_traces(trace_dir: Path) -> list[tuple[str, int, float]]:
@@ -96,7 +104,12 @@ def breakdown(
     for name, a, b, holds in STAGES:
         times = [(m[b] - m[a]) * 1000 for m in marks.values() if a in m and b in m]
         stages.append({"stage": name, "from": a, "to": b, "holds": holds, **_summary(times)})
-    return {"traced": len(marks), "ages": ages, "stages": stages}
+    job = [
+        (m["received"] - m[APPENDED]) * 1000
+        for m in marks.values()
+        if APPENDED in m and "received" in m
+    ]
+    return {"traced": len(marks), "ages": ages, "stages": stages, "job": _summary(job)}
 
 
 def from_run(trace_dir: Path, work: Path, count: int, warmup: float) -> dict[str, Any]:
@@ -120,6 +133,12 @@ def format_table(result: dict[str, Any]) -> list[str]:
         lines.append(
             f"  {s['stage']:<20}{ms(s['p50_ms']):>9}{ms(s['p99_ms']):>10}{s['samples']:>9}"
             f"  {s['holds']}"
+        )
+    job = result.get("job")
+    if job:
+        lines.append(
+            f"  {'job (append->recv)':<20}{ms(job['p50_ms']):>9}{ms(job['p99_ms']):>10}"
+            f"{job['samples']:>9}  everything after the broker appended the event"
         )
     lines.append(f"  {'age at':<20}{'p50 ms':>9}{'p99 ms':>10}")
     for b, a in result["ages"].items():

@@ -23,7 +23,10 @@ then a read of the output. ``evaluate`` turns a point into:
   (and ``GROWTH_FLOOR``);
 - ``sustained``: delivered >= 99%, steady p99 < 1 s and no growing backlog
   (issue 14's definition);
-- CPU per order: the system's processes' CPU time over the run / orders.
+- CPU per order: the system's processes' CPU time over the run / orders;
+- ``cpu_pressure``: the share of the point's wall time in which some runnable task
+  on the machine waited for a CPU (``/proc/pressure/cpu``): other work on a shared
+  machine, which the figures then include.
 
 ``search`` walks a rate ladder per run, interleaving the systems at each rate, and
 stops a system after ``STOP_AFTER`` failed rates in a row; its max sustained rate
@@ -38,7 +41,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from streamer.bench.procstat import task_pids, total_cpu
+from streamer.bench.procstat import cpu_pressure, task_pids, total_cpu
 from streamer.bench.timeline import percentile
 
 RAMP_S = 6.5  # the generator's shipments trail orders by up to 6 s: completions ramp up
@@ -127,8 +130,8 @@ def streamer_point(bootstrap: str, rate: float, window: float, seed: int, repo: 
     import orjson
 
     from examples.order_join import TOPICS, expected_results, generate_events
-    from streamer.bench.failover import ORDER_JOIN, Producer, order_join_config
-    from streamer.bench.loadgen import read_all
+    from streamer.bench.failover import ORDER_JOIN, order_join_config
+    from streamer.bench.loadgen import OrderFeeder, read_all
     from streamer.local.cluster import LocalCluster, all_running
     from streamer.testing import TopicFactory
 
@@ -145,7 +148,7 @@ def streamer_point(bootstrap: str, rate: float, window: float, seed: int, repo: 
         status = cluster.wait_for(job_id, all_running, timeout=120, what="all tasks running")
         pids = list(task_pids(status, [p.pid for p in cluster.workers.values()]).values())
         cpu0 = total_cpu(pids)
-        producer = Producer(bootstrap, names, events)
+        producer = OrderFeeder(bootstrap, names, events)
         producer.start()
         lags: list[int] = []
         while producer.is_alive():
@@ -255,8 +258,21 @@ def search(
 
 
 def _safe_point(fn: PointFn, name: str, rate: float, window: float, seed: int) -> Point:
-    """A point; a failed run counts as not sustained (with its error) rather than ending
-    the search."""
+    """A point, with ``cpu_pressure``: the share of its wall time in which some runnable
+    task on the machine waited for a CPU (other work on a shared machine). A failed run
+    counts as not sustained (with its error) rather than ending the search."""
+    stalled, wall = cpu_pressure(), time.monotonic()
+    point = _run_point(fn, name, rate, window, seed)
+    stalled_end = cpu_pressure()
+    point["cpu_pressure"] = (
+        None
+        if stalled is None or stalled_end is None
+        else (stalled_end - stalled) / (time.monotonic() - wall)
+    )
+    return point
+
+
+def _run_point(fn: PointFn, name: str, rate: float, window: float, seed: int) -> Point:
     try:
         return fn(rate, window, seed)
     except Exception as exc:  # noqa: BLE001 - recorded in the point and printed
@@ -279,10 +295,12 @@ def describe(point: Point) -> str:
         return "-" if v is None else f"{v:,.0f}"
 
     cpu = point.get("cpu_per_order_ms")
+    pressure = point.get("cpu_pressure")
     return (
         f"{point['rate']:g}/s: delivered {point['delivered']:.1%}, p50/p99 "
         f"{ms(point['p50_ms'])}/{ms(point['p99_ms'])} ms, backlog "
         f"{point['backlog_growth_per_s']:+.1f}/s"
         + ("" if cpu is None else f", CPU {cpu:.2f} ms/order")
+        + ("" if pressure is None else f", CPU contention {pressure:.0%}")
         + (" -> sustained" if point["sustained"] else " -> not sustained")
     )

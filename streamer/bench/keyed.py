@@ -18,8 +18,13 @@ exactly-once: read_committed, so a result counts when its transaction committed)
 Latency = receive time - the produce time of the event whose ``seq`` the result
 carries; ``to_kafka`` = the result's Kafka timestamp (the sink's produce call) -
 the same. The first ``WARMUP`` of the events are left out (connections, the first
-checkpoint). With ``trace_dir``, the tasks record where the time goes
-(``streamer.runtime.latency_trace``; read by ``streamer.bench.breakdown``).
+checkpoint). The input topic is ``LogAppendTime``: a source record's timestamp is
+when the broker appended it, so with ``trace_dir`` (the tasks record where the time
+goes: ``streamer.runtime.latency_trace``, read by ``streamer.bench.breakdown``) the
+feeder's and the broker's share is split from the job's. ``cpu_pressure`` is the
+share of the feed's wall time in which some runnable task on the machine waited
+for a CPU (``/proc/pressure/cpu``): on a shared 2-core machine it is what makes
+the broker's produce round trips, and so every stage, take seconds.
 """
 
 from __future__ import annotations
@@ -30,12 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from streamer.bench.loadgen import Child, load_array
-from streamer.bench.procstat import task_pids, total_cpu
+from streamer.bench.procstat import cpu_pressure, task_pids, total_cpu
 from streamer.bench.timeline import percentile
 
 KEYED_COUNT = "examples.keyed_count:job"
 DELIVERIES = ("at_least_once", "exactly_once")
 WARMUP = 0.1  # the share of a latency run's events left out
+APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}  # the latency runs' input topic
 STEADY = (0.1, 0.9)  # the max rate is measured between these shares of the events counted
 
 
@@ -136,7 +142,7 @@ def latency(
         tempfile.TemporaryDirectory(prefix="bench-latency-") as work_dir,
     ):
         work = Path(work_dir)
-        src, out = topics.create(8), topics.create(4)
+        src, out = topics.create(8, config=APPEND_TIME), topics.create(4)
         with LocalCluster(2, slots=8, work_dir=work, cwd=repo, env=env) as cluster:
             job_id = cluster.submit(KEYED_COUNT, job_config(bootstrap, work, src, out, delivery))
             cluster.wait_for(job_id, all_running, timeout=120, what="all running")
@@ -154,7 +160,14 @@ def latency(
                     ["feed", "--bootstrap", bootstrap, "--topic", src, "--count", str(count),
                      "--rate", str(rate), "--times", str(work / "times")],
                 )  # fmt: skip
+                stalled, wall = cpu_pressure(), time.monotonic()
                 fed = feeder.result(timeout=seconds * 3 + 60)
+                stalled_end = cpu_pressure()
+                pressure = (
+                    None
+                    if stalled is None or stalled_end is None
+                    else (stalled_end - stalled) / (time.monotonic() - wall)
+                )
                 got = reader.result(timeout=seconds * 2 + 90)
             finally:
                 for child in (feeder, reader):
@@ -165,7 +178,15 @@ def latency(
             from streamer.bench.breakdown import from_run
 
             measured["breakdown"] = from_run(trace_dir, work, count, WARMUP)
-    return {"delivery": delivery, "rate": rate, "seconds": seconds, **fed, **got, **measured}
+    return {
+        "delivery": delivery,
+        "rate": rate,
+        "seconds": seconds,
+        "cpu_pressure": pressure,
+        **fed,
+        **got,
+        **measured,
+    }
 
 
 def latencies(times_path: Path, out_prefix: Path, count: int) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 ``cpu_seconds(pid)`` is user + system time of every thread of a live process
 (``/proc/<pid>/stat`` fields 14 and 15); ``descendants(roots)`` walks the process
-tree (``ppid`` of every ``/proc/<pid>/stat``). Linux only: elsewhere every figure is
-None and benchmarks print CPU as unknown.
+tree (``ppid`` of every ``/proc/<pid>/stat``); ``cpu_pressure()`` is the kernel's
+CPU pressure stall counter (``/proc/pressure/cpu``: how long some runnable task
+waited for a CPU), which shows a machine shared with other work. Linux only:
+elsewhere every figure is None and benchmarks print CPU as unknown.
 """
 
 from __future__ import annotations
@@ -78,3 +80,15 @@ def total_cpu(pids: Iterable[int]) -> float | None:
             return None
         total += cpu
     return total
+
+
+def cpu_pressure() -> float | None:
+    """Seconds some runnable task waited for a CPU since boot (PSI ``some total``), or
+    None without ``/proc/pressure/cpu``. Over a run: (b - a) / wall seconds is the
+    share of the time the machine had CPU contention."""
+    try:
+        first = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    fields = dict(f.split("=", 1) for f in first.split()[1:])
+    return int(fields["total"]) / 1e6 if "total" in fields else None

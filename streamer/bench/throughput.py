@@ -152,8 +152,10 @@ def latency_runs(
                     shutil.rmtree(trace, ignore_errors=True)
             r["run"] = run
             out[delivery].append(r)
+            pressure = r.get("cpu_pressure")
+            busy = "" if pressure is None else f", CPU contention {pressure:.0%} of the time"
             say(f"    p50 {r['p50_ms']:,.1f} ms, p99 {r['p99_ms']:,.1f} ms, {r['missing']} "
-                f"missing, feeder behind by up to {r['max_behind_s']:.2f} s")  # fmt: skip
+                f"missing, feeder behind by up to {r['max_behind_s']:.2f} s{busy}")  # fmt: skip
             if traced:
                 from streamer.bench.breakdown import format_table
 

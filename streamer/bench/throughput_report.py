@@ -75,6 +75,7 @@ def summarize_latency(runs: dict[str, Runs]) -> dict[str, Any]:
             "to_kafka_p50_ms": med(r["to_kafka"]["p50_ms"] for r in rs),
             "to_kafka_p99_ms": med(r["to_kafka"]["p99_ms"] for r in rs),
             "missing": sum(r["missing"] for r in rs),
+            "cpu_pressure": med(r.get("cpu_pressure") for r in rs),
         }
         for delivery, rs in runs.items()
     }
@@ -101,7 +102,15 @@ def summarize_breakdown(runs: dict[str, Runs]) -> dict[str, Any]:
             b: {q: med(r["ages"][b][q] for r in results) for q in ("p50_ms", "p99_ms")}
             for b in results[0]["ages"]
         }
-        out[delivery] = {"rate": med(r["rate"] for r in rs), "stages": stages, "ages": ages}
+        job = {q: med((r.get("job") or {}).get(q) for r in results) for q in ("p50_ms", "p99_ms")}
+        out[delivery] = {
+            "rate": med(r["rate"] for r in rs),
+            "stages": stages,
+            "ages": ages,
+            "job": job,
+            "end_to_end": {q: med(r[q] for r in rs) for q in ("p50_ms", "p99_ms")},
+            "cpu_pressure": med(r.get("cpu_pressure") for r in rs),
+        }
     return out
 
 
@@ -226,6 +235,7 @@ def print_summary(summary: dict[str, Any]) -> None:
             f"latency {delivery:<14} at {_f(m['rate'])}/s: p50 {_f(m['p50_ms'], ' ms')}, "
             f"p99 {_f(m['p99_ms'], ' ms')}{_runs(m['p99s_ms'])}; to the sink's produce: "
             f"p50 {_f(m['to_kafka_p50_ms'], ' ms')}, p99 {_f(m['to_kafka_p99_ms'], ' ms')}"
+            f"; CPU contention {_f(m.get('cpu_pressure'), fmt='.0%')} of the time"
         )
     for delivery, b in (summary.get("breakdown") or {}).items():
         print(f"latency breakdown {delivery} at {_f(b['rate'])}/s (per traced record):")
@@ -235,6 +245,10 @@ def print_summary(summary: dict[str, Any]) -> None:
         received = b["ages"].get("received") or {}
         print(f"  {'end to end':<20} p50 {_f(received.get('p50_ms'), ' ms', ',.1f'):>11}"
               f"  p99 {_f(received.get('p99_ms'), ' ms', ',.1f'):>11}")  # fmt: skip
+        job = b.get("job") or {}
+        print(f"  {'job (append->recv)':<20} p50 {_f(job.get('p50_ms'), ' ms', ',.1f'):>11}"
+              f"  p99 {_f(job.get('p99_ms'), ' ms', ',.1f'):>11}  CPU contention "
+              f"{_f(b.get('cpu_pressure'), fmt='.0%')} of the time")  # fmt: skip
     for system, j in (summary.get("join") or {}).items():
         runs = ", ".join(_f(v) for v in j["max_sustained_runs"])
         half = j["half_load"]

@@ -2,10 +2,12 @@
 
 With ``STREAMER_LATENCY_TRACE=<dir>`` in a task's environment (a worker passes
 its own on), the task's loops mark each batch: the source after a poll returned
-(``<vertex>.polled``) and after the batch went through its chain
-(``<vertex>.emitted``); a task with network inputs when it took a batch from its
-input gate (``<vertex>.in``) and after its chain processed it (``<vertex>.out``;
-for a sink task, after every ``produce`` call of the batch returned). A record is
+(``<vertex>.polled``; with it ``<vertex>.appended``, the record's own Kafka
+timestamp: the broker's append time on a ``LogAppendTime`` topic) and after the
+batch went through its chain (``<vertex>.emitted``); a task with network inputs
+when it took a batch from its input gate (``<vertex>.in``) and after its chain
+processed it (``<vertex>.out``; for a sink task, after every ``produce`` call of
+the batch returned). A record is
 sampled when its ``STREAMER_LATENCY_TRACE_FIELD`` field (default ``seq``) is an int
 divisible by ``STREAMER_LATENCY_TRACE_EVERY`` (default 50): the same records at
 every stage and task (where an operator copies the field into its output, as the
@@ -66,8 +68,18 @@ class LatencyTrace:
         return cls(base / name, ctx.task_id.vertex_id, field, every)
 
     def source_batch(self, stage: str, batch: list[Any]) -> None:
-        """A source's batch (``SourceRecord``s) reached ``<vertex>.<stage>``."""
+        """A source's batch (``SourceRecord``s) reached ``<vertex>.<stage>``; at
+        ``polled`` each sampled record's Kafka timestamp is marked as ``appended``."""
         self._mark(stage, [rec.value for rec in batch])
+        if stage == "polled":
+            name = f"{self.vertex}.appended"
+            field, every, rows = self.field, self.every, self._rows
+            for rec in batch:
+                value = rec.value
+                if value.__class__ is dict and rec.timestamp is not None:
+                    rid = value.get(field)
+                    if rid.__class__ is int and rid % every == 0:
+                        rows.append((name, rid, rec.timestamp / 1000.0))
 
     def channel_batch(self, stage: str, items: list[Any]) -> None:
         """An input gate's batch (``[ts, value]`` records and events) reached ``stage``."""

@@ -4,6 +4,7 @@ the summary against issue 14's targets, the records' size and /proc reading."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
@@ -36,7 +37,9 @@ def test_cpu_of_this_process_and_its_children() -> None:
     assert os.getpid() in descendants([os.getppid()])
 
 
-def _point(rate: float, latency: float, delivered: float = 1.0, slow_down: float = 0.0) -> dict:
+def _point(
+    rate: float, latency: float, delivered: float = 1.0, slow_down: float = 0.0
+) -> dict[str, Any]:
     """Orders completing at ``rate``/s over 20 s, each emitted ``latency`` s later (plus
     ``slow_down`` s per second elapsed: a growing backlog)."""
     n = int(rate * 20)
@@ -69,14 +72,14 @@ def test_slope() -> None:
 def test_breakdown_times_each_stage_per_traced_record() -> None:
     produced = [100.0 + i * 0.001 for i in range(1000)]
     offsets = {  # seconds after produce at each boundary; seq 800 on is 10 ms slower in count
-        "events.polled": 0.010, "events.emitted": 0.011, "count.in": 0.020,
-        "count.out": 0.022, "sink.in": 0.030, "sink.out": 0.031,
+        "events.appended": 0.004, "events.polled": 0.010, "events.emitted": 0.011,
+        "count.in": 0.020, "count.out": 0.022, "sink.in": 0.030, "sink.out": 0.031,
     }  # fmt: skip
     rows = []
     for seq in range(0, 1000, 10):
         slow = 0.010 if seq >= 800 else 0.0
         for stage, off in offsets.items():
-            extra = slow if stage not in ("events.polled", "events.emitted", "count.in") else 0
+            extra = slow if stage.startswith(("count.out", "sink")) else 0
             rows.append((stage, seq, produced[seq] + off + extra))
     rows.append(("count.in", 100, 999.0))  # a second mark (a replay): the first counts
     received = [(seq, produced[seq] + 0.040 + (0.010 if seq >= 800 else 0)) for seq in range(1000)]
@@ -84,7 +87,8 @@ def test_breakdown_times_each_stage_per_traced_record() -> None:
     stages = {s["stage"]: s for s in result["stages"]}
     assert [s["stage"] for s in result["stages"]] == [s[0] for s in STAGES]
     assert result["traced"] == 90  # the warm-up is left out
-    assert stages["source poll"]["p50_ms"] == pytest.approx(10, abs=0.01)
+    assert stages["broker ingress"]["p50_ms"] == pytest.approx(4, abs=0.01)
+    assert stages["source fetch"]["p50_ms"] == pytest.approx(6, abs=0.01)
     assert stages["netlayer to count"]["p99_ms"] == pytest.approx(9, abs=0.01)
     op = stages["operator + state"]
     assert op["p50_ms"] == pytest.approx(2, abs=0.01)
@@ -92,6 +96,8 @@ def test_breakdown_times_each_stage_per_traced_record() -> None:
     assert stages["delivery + commit"]["p50_ms"] == pytest.approx(9, abs=0.01)
     assert result["ages"]["received"]["p99_ms"] == pytest.approx(50, abs=0.01)
     assert result["ages"]["kafka"]["samples"] == 90
+    assert result["job"]["p50_ms"] == pytest.approx(36, abs=0.01)  # received - appended
+    assert result["job"]["p99_ms"] == pytest.approx(46, abs=0.01)
 
 
 def test_summary_against_the_targets() -> None:
