@@ -27,7 +27,6 @@ from bench.peers.faust_run import (
     PARTITIONS,
     WORKERS,
     FaustPeerError,
-    Producer,
     Worker,
     _delete_topics,
     _read_outputs,
@@ -36,6 +35,7 @@ from bench.peers.faust_run import (
     require_faust,
 )
 from streamer.bench.join_search import evaluate
+from streamer.bench.loadgen import OrderFeeder
 from streamer.bench.procstat import total_cpu
 
 
@@ -66,7 +66,7 @@ def faust_point(bootstrap: str, rate: float, window: float, seed: int) -> dict[s
     }
     events = generate_events(max(1, int(rate * window)), seed, rate)
     workers = [Worker(f"w{i}", base, env) for i in range(WORKERS)]
-    producer: Producer | None = None
+    producer: OrderFeeder | None = None
     created: list[str] = []
     try:
         topics = TopicFactory(bootstrap)
@@ -77,7 +77,7 @@ def faust_point(bootstrap: str, rate: float, window: float, seed: int) -> dict[s
         _wait("both Faust workers to hold partitions", lambda: _settled(workers), 180, workers)
         pids = [w.pid for w in workers]
         cpu0 = total_cpu(pids)
-        producer = Producer(bootstrap, names, events)
+        producer = OrderFeeder(bootstrap, names, events)
         producer.start()
         producer.join(timeout=window + 90)
         if producer.is_alive() or producer.error is not None:

@@ -50,12 +50,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from streamer.bench.loadgen import OrderFeeder
 
 PARTITIONS = 8
 WORKERS = 2
@@ -210,65 +211,6 @@ def _wait(what: str, cond: Callable[[], bool], timeout: float, workers: list[Wor
         time.sleep(0.2)
     logs = "\n".join(f"--- {w.log}\n{_tail(w.log)}" for w in workers)
     raise FaustPeerError(f"timed out after {timeout:g} s waiting for {what}\n{logs}")
-
-
-class Producer(threading.Thread):
-    """The generator's events in event-time order at real-time speed; records when the
-    last piece of each order was produced (as ``streamer bench failover`` does)."""
-
-    def __init__(self, bootstrap: str, topics: dict[str, str], events: dict[str, Any]) -> None:
-        super().__init__(name="faust-order-generator", daemon=True)
-        from confluent_kafka import Producer as KafkaProducer
-
-        self.producer = KafkaProducer({"bootstrap.servers": bootstrap, "linger.ms": 2})
-        self.topics = topics
-        self.events = events
-        self.produced: dict[str, list[dict[str, Any]]] = {t: [] for t in topics}
-        self.last_piece_at: dict[str, float] = {}
-        self.started = threading.Event()
-        self.started_at = 0.0
-        self.stop_flag = threading.Event()
-        self.error: BaseException | None = None
-        self.failed_deliveries = 0
-        self.partition_of: dict[str, int] = {}  # order id -> input partition (from delivery)
-
-    def _on_delivery(self, err: Any, msg: Any) -> None:
-        if err is not None:
-            self.failed_deliveries += 1
-        elif msg.topic() == self.topics["orders"]:
-            self.partition_of[msg.key().decode()] = msg.partition()
-
-    def run(self) -> None:
-        import orjson
-
-        from examples.order_join import _interleaved
-
-        try:
-            base = min(e["ts"] for e in self.events["orders"])
-            self.started_at = time.time()
-            start = time.monotonic()
-            self.started.set()
-            for topic, event in _interleaved(self.events):
-                delay = start + (event["ts"] - base) / 1000.0 - time.monotonic()
-                if delay > 0 and self.stop_flag.wait(delay):
-                    break
-                oid = event["order_id"]
-                self.producer.produce(
-                    self.topics[topic],
-                    orjson.dumps(event),
-                    key=oid.encode(),
-                    on_delivery=self._on_delivery,
-                )
-                self.producer.poll(0)
-                self.last_piece_at[oid] = time.time()
-                self.produced[topic].append(event)
-            left = self.producer.flush(30)
-            if left:
-                raise FaustPeerError(f"{left} input records were not delivered in 30 s")
-        except BaseException as exc:  # noqa: BLE001 - reported by the caller
-            self.error = exc
-        finally:
-            self.started.set()
 
 
 def _read_outputs(
@@ -426,7 +368,7 @@ def run_faust_failover(
     }
     events = generate_events(int(rate * duration), seed, rate)
     workers = [Worker(f"w{i}", base, env) for i in range(WORKERS)]
-    producer: Producer | None = None
+    producer: OrderFeeder | None = None
     created: list[str] = []
     try:
         topics = TopicFactory(bootstrap)
@@ -450,7 +392,7 @@ def run_faust_failover(
         }
         print(f"faust peer: ready after {ready_s:.1f} s; actives {assignment}", flush=True)
 
-        producer = Producer(bootstrap, names, events)
+        producer = OrderFeeder(bootstrap, names, events)
         producer.start()
         if not producer.started.wait(30):
             raise FaustPeerError("the generator did not start in 30 s")

@@ -22,6 +22,10 @@ nor from the benchmark's own loop:
 
 Both print one JSON summary line at the end. Parents start them through ``Child``,
 which stops them by pid.
+
+``OrderFeeder`` writes the order join's generated events at real-time speed for
+the join benchmarks (the rate search's streamer and Faust points, the Faust
+failover peer). Every produce loop here goes through ``produce``.
 """
 
 from __future__ import annotations
@@ -33,10 +37,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +63,26 @@ def event_key(i: int, keys: int = KEYS) -> bytes:
     return b"k%d" % (i % keys)
 
 
+def produce(
+    producer: Any,
+    topic: str,
+    value: bytes,
+    key: bytes,
+    on_delivery: Callable[[Any, Any], None] | None = None,
+) -> None:
+    """``producer.produce`` that waits (serving delivery reports) while librdkafka's
+    queue is full instead of raising ``BufferError``."""
+    while True:
+        try:
+            if on_delivery is None:
+                producer.produce(topic, value, key)
+            else:
+                producer.produce(topic, value, key, on_delivery=on_delivery)
+            return
+        except BufferError:
+            producer.poll(0.01)
+
+
 def preload(bootstrap: str, topic: str, n: int, *, progress: bool = True) -> float:
     """Write events ``0..n-1`` to ``topic`` and wait until stored; returns seconds taken."""
     from confluent_kafka import Producer
@@ -66,12 +91,7 @@ def preload(bootstrap: str, topic: str, n: int, *, progress: bool = True) -> flo
     started = time.monotonic()
     step = max(1, n // 4)
     for i in range(n):
-        while True:
-            try:
-                producer.produce(topic, event_bytes(i), event_key(i))
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce(producer, topic, event_bytes(i), event_key(i))
         if progress and i and i % step == 0:
             print(f"    preloaded {i:,} of {n:,}", flush=True)
     if producer.flush(120) != 0:
@@ -85,7 +105,7 @@ def feed(bootstrap: str, topic: str, rate: float, count: int, times_path: Path) 
 
     producer = Producer({"bootstrap.servers": bootstrap, **FEED_PRODUCER})
     times = array("d", bytes(8 * count))
-    produce, poll, now = producer.produce, producer.poll, time.time
+    poll, now = producer.poll, time.time
     start = time.monotonic()
     behind = 0.0
     i = 0
@@ -96,11 +116,7 @@ def feed(bootstrap: str, topic: str, rate: float, count: int, times_path: Path) 
         while i < due:
             value, key = event_bytes(i), event_key(i)
             times[i] = now()
-            try:
-                produce(topic, value, key)
-            except BufferError:
-                poll(0.01)
-                continue
+            produce(producer, topic, value, key)
             i += 1
         poll(0)
         pause = start + i / rate - time.monotonic()
@@ -110,6 +126,66 @@ def feed(bootstrap: str, topic: str, rate: float, count: int, times_path: Path) 
     left = producer.flush(60)
     times_path.write_bytes(times.tobytes())
     return {"produced": count - left, "seconds": seconds, "max_behind_s": behind}
+
+
+class OrderFeeder(threading.Thread):
+    """The order join's generated events (``examples.order_join.generate_events``) in
+    event-time order at real-time speed, on a thread.
+
+    Records when the last piece of each order was produced (``last_piece_at``, as
+    ``streamer bench failover`` measures latency), what was produced per topic
+    (``produced``, for the oracle), each order's input partition (``partition_of``,
+    from its delivery report) and failed deliveries. ``started`` is set once it
+    starts writing (``started_at``, wall time) or fails (``error``); ``stop_flag``
+    ends it early. It flushes at the end and fails if records are left undelivered."""
+
+    def __init__(self, bootstrap: str, topics: dict[str, str], events: dict[str, Any]) -> None:
+        super().__init__(name="order-generator", daemon=True)
+        from confluent_kafka import Producer
+
+        self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2})
+        self.topics = topics
+        self.events = events
+        self.produced: dict[str, list[dict[str, Any]]] = {t: [] for t in topics}
+        self.last_piece_at: dict[str, float] = {}
+        self.started = threading.Event()
+        self.started_at = 0.0
+        self.stop_flag = threading.Event()
+        self.error: BaseException | None = None
+        self.failed_deliveries = 0
+        self.partition_of: dict[str, int] = {}  # order id -> input partition
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.failed_deliveries += 1
+        elif msg.topic() == self.topics["orders"]:
+            self.partition_of[msg.key().decode()] = msg.partition()
+
+    def run(self) -> None:
+        from examples.order_join import _interleaved
+
+        try:
+            base = min(e["ts"] for e in self.events["orders"])
+            self.started_at = time.time()
+            start = time.monotonic()
+            self.started.set()
+            for topic, event in _interleaved(self.events):
+                delay = start + (event["ts"] - base) / 1000.0 - time.monotonic()
+                if delay > 0 and self.stop_flag.wait(delay):
+                    break
+                oid = event["order_id"]
+                value = orjson.dumps(event)
+                produce(self.producer, self.topics[topic], value, oid.encode(), self._on_delivery)
+                self.producer.poll(0)
+                self.last_piece_at[oid] = time.time()
+                self.produced[topic].append(event)
+            left = self.producer.flush(30)
+            if left:
+                raise RuntimeError(f"{left} input records were not delivered in 30 s")
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            self.error = exc
+        finally:
+            self.started.set()
 
 
 def read(
