@@ -25,6 +25,10 @@ feeder's and the broker's share is split from the job's. ``cpu_pressure`` is the
 share of the feed's wall time in which some runnable task on the machine waited
 for a CPU (``/proc/pressure/cpu``): on a shared 2-core machine it is what makes
 the broker's produce round trips, and so every stage, take seconds.
+
+``broker_alone``: the control for ``latency``: the same feeder at the same rate
+into a ``LogAppendTime`` topic and the same reader on that topic, no job: what the
+broker and the load tools alone give on the machine at that moment.
 """
 
 from __future__ import annotations
@@ -187,6 +191,47 @@ def latency(
         **got,
         **measured,
     }
+
+
+def broker_alone(bootstrap: str, rate: float, seconds: float) -> dict[str, Any]:
+    """``latency``'s feeder and reader with no job between them (one topic of 8
+    partitions); ``to_kafka`` is then produce -> the broker's append."""
+    from streamer.testing import TopicFactory
+
+    count = max(1, int(rate * seconds))
+    with (
+        TopicFactory(bootstrap, prefix="bench-broker") as topics,
+        tempfile.TemporaryDirectory(prefix="bench-broker-") as work_dir,
+    ):
+        work = Path(work_dir)
+        topic = topics.create(8, config=APPEND_TIME)
+        reader = Child(
+            "streamer.bench.loadgen",
+            ["read", "--bootstrap", bootstrap, "--topic", topic, "--count", str(count),
+             "--isolation", "read_uncommitted", "--timeout", str(seconds * 2 + 60),
+             "--out", str(work / "out")],
+        )  # fmt: skip
+        feeder: Child | None = None
+        try:
+            reader.wait_line("ready")
+            feeder = Child(
+                "streamer.bench.loadgen",
+                ["feed", "--bootstrap", bootstrap, "--topic", topic, "--count", str(count),
+                 "--rate", str(rate), "--times", str(work / "times")],
+            )  # fmt: skip
+            stalled, wall = cpu_pressure(), time.monotonic()
+            fed = feeder.result(timeout=seconds * 3 + 60)
+            stalled_end = cpu_pressure()
+            got = reader.result(timeout=seconds * 2 + 90)
+        finally:
+            for child in (feeder, reader):
+                if child is not None:
+                    child.stop()
+        measured = latencies(work / "times", work / "out", count)
+    pressure = None if stalled is None or stalled_end is None else (
+        (stalled_end - stalled) / (time.monotonic() - wall)
+    )  # fmt: skip
+    return {"rate": rate, "seconds": seconds, "cpu_pressure": pressure, **fed, **got, **measured}
 
 
 def latencies(times_path: Path, out_prefix: Path, count: int) -> dict[str, Any]:

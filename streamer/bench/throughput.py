@@ -15,7 +15,8 @@ In one session, against one broker, each part ``--runs`` times, interleaved:
   receipt (exactly-once: read committed);
 - ``breakdown`` (not in the default set): the same at half load with the tasks'
   latency traces on (``streamer.runtime.latency_trace``), per-stage times
-  (``streamer.bench.breakdown``); also ``streamer bench latency``;
+  (``streamer.bench.breakdown``), each run just after its control, the feeder and
+  reader with no job (``keyed.broker_alone``); also ``streamer bench latency``;
 - ``join``: the order join as shipped (exactly-once sink) against the Faust peer
   (``bench/throughput_faust.py``; ``--no-faust`` to leave it out), a rate search
   with ``--window`` s per rate (``streamer.bench.join_search``), then each at half
@@ -144,6 +145,11 @@ def latency_runs(
     for run in range(args.runs):
         for delivery, rate in rates.items():
             say(f"  run {run + 1} {what} {delivery} at {rate:,.0f}/s for {args.window:g} s ...")
+            if traced:  # the control: the feeder, the broker and the reader alone
+                alone = keyed.broker_alone(bootstrap, rate, args.window)
+                say(f"    broker alone: p50 {alone['p50_ms']:,.1f} ms, p99 "
+                    f"{alone['p99_ms']:,.1f} ms (produce -> append: p99 "
+                    f"{alone['to_kafka']['p99_ms']:,.1f} ms)")  # fmt: skip
             trace = Path(tempfile.mkdtemp(prefix="bench-trace-")) if traced else None
             try:
                 r = keyed.latency(bootstrap, rate, args.window, delivery, repo, trace)
@@ -151,6 +157,8 @@ def latency_runs(
                 if trace is not None:
                     shutil.rmtree(trace, ignore_errors=True)
             r["run"] = run
+            if traced:
+                r["broker_alone"] = alone
             out[delivery].append(r)
             pressure = r.get("cpu_pressure")
             busy = "" if pressure is None else f", CPU contention {pressure:.0%} of the time"

@@ -110,6 +110,10 @@ def summarize_breakdown(runs: dict[str, Runs]) -> dict[str, Any]:
             "job": job,
             "end_to_end": {q: med(r[q] for r in rs) for q in ("p50_ms", "p99_ms")},
             "cpu_pressure": med(r.get("cpu_pressure") for r in rs),
+            "broker_alone": {
+                q: med((r.get("broker_alone") or {}).get(q) for r in rs)
+                for q in ("p50_ms", "p99_ms")
+            },
         }
     return out
 
@@ -249,6 +253,10 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(f"  {'job (append->recv)':<20} p50 {_f(job.get('p50_ms'), ' ms', ',.1f'):>11}"
               f"  p99 {_f(job.get('p99_ms'), ' ms', ',.1f'):>11}  CPU contention "
               f"{_f(b.get('cpu_pressure'), fmt='.0%')} of the time")  # fmt: skip
+        alone = b.get("broker_alone") or {}
+        print(f"  {'broker alone':<20} p50 {_f(alone.get('p50_ms'), ' ms', ',.1f'):>11}"
+              f"  p99 {_f(alone.get('p99_ms'), ' ms', ',.1f'):>11}  the same feeder and "
+              f"reader, no job, just before")  # fmt: skip
     for system, j in (summary.get("join") or {}).items():
         runs = ", ".join(_f(v) for v in j["max_sustained_runs"])
         half = j["half_load"]

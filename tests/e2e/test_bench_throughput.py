@@ -55,6 +55,7 @@ def test_ceiling_keyed_count_latency_and_breakdown(
         assert stages["operator + state"]["samples"] > 0
         assert stages["broker ingress"]["samples"] == stages["source fetch"]["samples"] > 0
         assert traced["breakdown"]["job"]["samples"] > 0
+        assert traced["broker_alone"]["missing"] == 0 and traced["broker_alone"]["p50_ms"] > 0
         assert [s["stage"] for s in summary["breakdown"][delivery]["stages"]] == list(stages)
     shown = {t["target"]: t for t in summary["targets"]}
     assert shown["keyed count at-least-once CPU per record <= 8 us"]["met"] in (True, False)
