@@ -5,41 +5,16 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from streamer.errors import LocalKafkaError
-from streamer.localkafka import LocalKafka, kafka_version, resolve_kafka_jars
+from streamer.localkafka import LocalKafka, kafka_version
 from streamer.localkafka.broker import free_port, pid_alive, read_state
+from tests.cli import streamer
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh STREAMER_HOME that reuses the cached jars (no network)."""
-    libs = resolve_kafka_jars(quiet=True)
-    target = tmp_path / "home" / "kafka" / kafka_version()
-    target.mkdir(parents=True)
-    (target / "libs").symlink_to(libs)
-    monkeypatch.setenv("STREAMER_HOME", str(tmp_path / "home"))
-    yield tmp_path / "home"
-    info = read_state()
-    if info is not None and pid_alive(info.pid):  # a failed test left its broker: kill by pid
-        os.kill(info.pid, 9)
-
-
-def streamer(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streamer.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env or dict(os.environ),
-        timeout=180,
-    )
 
 
 def test_cli_start_status_stop(home: Path) -> None:

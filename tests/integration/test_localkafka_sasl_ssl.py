@@ -4,39 +4,16 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from streamer.connectors.client_config import read_properties
 from streamer.errors import LocalKafkaError
-from streamer.localkafka import LocalKafka, kafka_version, resolve_kafka_jars
+from streamer.localkafka import LocalKafka
 from streamer.localkafka.broker import broker_properties, pid_alive, read_state
 from streamer.localkafka.secured import prepare_sasl_ssl
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh STREAMER_HOME that reuses the cached jars (no network)."""
-    libs = resolve_kafka_jars(quiet=True)
-    target = tmp_path / "home" / "kafka" / kafka_version()
-    target.mkdir(parents=True)
-    (target / "libs").symlink_to(libs)
-    monkeypatch.setenv("STREAMER_HOME", str(tmp_path / "home"))
-    yield tmp_path / "home"
-    info = read_state()
-    if info is not None and pid_alive(info.pid):  # a failed test left its broker: kill by pid
-        os.kill(info.pid, 9)
-
-
-def streamer(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streamer.cli", *args],
-        capture_output=True, text=True, env=dict(os.environ), timeout=180,
-    )  # fmt: skip
+from tests.cli import streamer
 
 
 def metadata(bootstrap: str, config: dict[str, str]) -> int:

@@ -15,65 +15,20 @@ from typing import Any
 import orjson
 import pytest
 
-from streamer.api import StreamEnvironment
 from streamer.coordinator.checkpoints import CheckpointCoordinator
 from streamer.errors import ConfigError
 from streamer.graph import TaskId
 from streamer.rpc import kinds as k
 from streamer.state.manifest import MANIFEST_NAME, manifest_key, sign_manifest
-from streamer.state.snapshot_writer import PendingCheckpoint
-
-
-def ident(x: Any) -> Any:
-    return x
-
-
-class View:
-    """Every task running at attempt 0; records what would be sent."""
-
-    def __init__(self, tasks: list[TaskId]) -> None:
-        self.tasks = tasks
-        self.sent: list[tuple[str, str, dict[str, Any]]] = []
-
-    def can_checkpoint(self) -> bool:
-        return True
-
-    def running_tasks(self) -> set[TaskId]:
-        return set(self.tasks)
-
-    def attempt_of(self, task: TaskId) -> int:
-        return 0
-
-    def send(self, task: TaskId, kind: str, body: dict[str, Any]) -> None:
-        self.sent.append((str(task), kind, body))
-
+from tests import checkpointing
+from tests.checkpointing import View, ack, complete
 
 KEY = manifest_key(b"\x07" * 32)
 FOREIGN = "was not written by this cluster or was modified"
 
 
 def coordinator(root: Path, key: bytes = KEY) -> tuple[CheckpointCoordinator, View]:
-    env = StreamEnvironment("cc", default_parallelism=2)
-    env.from_kafka("in", name="src").key_by(ident).process(ident, name="p").to_kafka("out")
-    job = env.build()
-    eg = job.execution_graph()
-    view = View(list(eg.tasks))
-    return CheckpointCoordinator(view, eg, job.job_graph, root, interval=None, key=key), view
-
-
-def ack(cc: CheckpointCoordinator, task: TaskId, checkpoint_id: int, root: Path) -> None:
-    with PendingCheckpoint.attach(root, checkpoint_id).task_writer(str(task)) as part:
-        part.write_json("task.json", {"task": str(task), "writers": [checkpoint_id]})
-        snap = part.commit()
-    state = {"dir": str(snap.path), "keyed": None, "source": None}
-    cc.on_ack(k.CheckpointAck("j", str(task), 0, checkpoint_id, state))
-
-
-async def complete(cc: CheckpointCoordinator, view: View, checkpoint_id: int) -> None:
-    await cc.trigger()
-    for task in view.tasks:
-        ack(cc, task, checkpoint_id, cc.root)
-    assert cc.last_completed == checkpoint_id
+    return checkpointing.coordinator(root, key)
 
 
 def edit(path: Path, change: Any, key: bytes | None = None) -> None:
@@ -159,7 +114,7 @@ def test_a_task_acking_a_directory_other_than_its_own_aborts_the_checkpoint(
         cc, view = coordinator(tmp_path / "chk")
         await cc.trigger()
         for task in view.tasks[1:]:
-            ack(cc, task, 1, cc.root)
+            ack(cc, task, 1)
         first = view.tasks[0]
         bad = str(cc.root / "pending-1" / "tasks" / ".." / ".." / "..")
         cc.on_ack(k.CheckpointAck("j", str(first), 0, 1, {"dir": bad}))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from streamer.api import StreamEnvironment
@@ -11,23 +9,7 @@ from streamer.coordinator.failover.backoff import RestartBackoff
 from streamer.coordinator.failover.strategies import make_strategy
 from streamer.errors import ConfigError
 from streamer.graph import ExecutionGraph, TaskId
-
-
-def ident(x: Any) -> Any:
-    return x
-
-
-def keyed_job() -> ExecutionGraph:
-    """source(2) -hash-> process(4) -forward-> sink... all-to-all: one region."""
-    env = StreamEnvironment("keyed", default_parallelism=2)
-    (
-        env.from_kafka("in", name="src")
-        .key_by(ident)
-        .process(ident, name="mid", parallelism=4)
-        .rebalance()
-        .to_kafka("out", name="sink", parallelism=2)
-    )
-    return env.build().execution_graph()
+from tests.graphs import ident, keyed_job
 
 
 def pipelines_job() -> ExecutionGraph:

@@ -15,26 +15,12 @@ from streamer.graph.exchanges import (
     has_kafka_exchange,
     starts_checkpoints,
 )
-
-
-def ident(x: Any) -> Any:
-    return x
+from tests.graphs import ident, keyed_job_graph
 
 
 def exchange_job() -> JobGraph:
     """src(2) -hash-> tag(3) =kafka, hash=> count(4) -rebalance-> sink(2)."""
-    env = StreamEnvironment("kx", default_parallelism=2)
-    (
-        env.from_kafka("in", name="src")
-        .key_by(ident)
-        .process(ident, name="tag", parallelism=3)
-        .exchange("kafka", topic="mid")
-        .key_by(ident)
-        .process(ident, name="count", parallelism=4)
-        .rebalance()
-        .to_kafka("out", name="sink", parallelism=2)
-    )
-    return env.build().job_graph
+    return keyed_job_graph("kx", middle="count", kafka_exchange="mid")
 
 
 def tasks(*specs: tuple[str, int]) -> frozenset[TaskId]:

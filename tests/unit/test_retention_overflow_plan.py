@@ -8,35 +8,19 @@ from typing import Any
 
 import pytest
 
-from streamer.api import StreamEnvironment
 from streamer.coordinator.failover import FailoverHandler, Recovery
 from streamer.coordinator.settings import validate_settings
 from streamer.errors import ConfigError
-from streamer.graph import ExecutionGraph, TaskId
+from streamer.graph import TaskId
 from streamer.local.failover_counts import describe_counts, size
 from streamer.local.progress import FailoverPrinter
+from tests.graphs import keyed_job
 
 REFUSED = (
     "exception: ReplayDiverged: cannot connect channel 0 to ('127.0.0.1', 4000): "
     "producer error: cannot replay from checkpoint 3: retention overflowed"
 )
 NOT_RETAINED = "exception: ReplayDiverged: cannot replay from checkpoint 3: its barrier is gone"
-
-
-def ident(x: Any) -> Any:
-    return x
-
-
-def keyed_job() -> ExecutionGraph:
-    env = StreamEnvironment("keyed", default_parallelism=2)
-    (
-        env.from_kafka("in", name="src")
-        .key_by(ident)
-        .process(ident, name="mid", parallelism=4)
-        .rebalance()
-        .to_kafka("out", name="sink", parallelism=2)
-    )
-    return env.build().execution_graph()
 
 
 def handler(**settings: Any) -> FailoverHandler:
