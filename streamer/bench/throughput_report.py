@@ -277,8 +277,9 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 def plot(search: dict[str, Any], path: Path) -> bool:
-    """Latency (p50 dashed, p99 solid) against offered rate per system: medians over runs
-    at each rate; hollow markers where the rate was not sustained. False without data."""
+    """Latency (p50 dashed, p99 solid) against offered rate per system: lines through the
+    medians over runs at each rate, a marker per run (round: p99, small: p50), hollow
+    where that run did not sustain the rate. False without data."""
     series: dict[str, dict[float, Runs]] = {}
     for system, points in search["points"].items():
         for p in [*points, *(search["half_load"].get(system) or [])]:
@@ -299,10 +300,12 @@ def plot(search: dict[str, Any], path: Path) -> bool:
         color = colors.get(system, "tab:gray")
         for q, style in (("p50_ms", "--"), ("p99_ms", "-")):
             ys = [med(p[q] for p in by_rate[r]) or float("nan") for r in rates]
-            ax.plot(rates, ys, style, color=color, label=f"{system} {q[:3]}")
-            for r, y in zip(rates, ys, strict=True):
-                ok = statistics.median(1 if p["sustained"] else 0 for p in by_rate[r]) >= 0.5
-                ax.plot([r], [y], "o", color=color, mfc=color if ok else "white")
+            ax.plot(rates, ys, style, color=color, label=f"{system} {q[:3]} (median)")
+            size = 6 if q == "p99_ms" else 3
+            for r in rates:
+                for p in by_rate[r]:
+                    fill = color if p["sustained"] else "white"
+                    ax.plot([r], [p[q]], "o", color=color, mfc=fill, markersize=size)
     ax.axhline(1000, color="gray", linewidth=0.8, linestyle=":")
     ax.axhline(100, color="gray", linewidth=0.8, linestyle=":")
     ax.set_xscale("log")
@@ -312,7 +315,7 @@ def plot(search: dict[str, Any], path: Path) -> bool:
     ax.set_xticks(sorted({r for by_rate in series.values() for r in by_rate}))
     ax.set_xlabel("offered rate (orders/s)")
     ax.set_ylabel("latency (ms): last piece produced -> result emitted")
-    ax.set_title("order join: latency against rate (hollow: not sustained)")
+    ax.set_title("order join: latency against rate (a marker per run; hollow: not sustained)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
