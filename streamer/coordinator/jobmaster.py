@@ -306,7 +306,7 @@ class JobMaster:
             await self._deploy(task, prefer=previous)  # back where it ran: warm and local
             return
         # the new attempt starts while its determinants are collected; its plan waits
-        self.scheduler.hold_restore(task)
+        self.scheduler.hold_restore(task, hint=restore[task])
         deploy = asyncio.ensure_future(self._deploy(task, prefer=previous))
         why = await self.individual.prepare_replay(task, restore[task], last)
         if why is not None:

@@ -73,6 +73,7 @@ class Scheduler:
         self._pending_hellos: dict[TaskId, tuple[RpcConnection, Message]] = {}
         self._restore_plans: dict[TaskId, dict[str, Any]] = {}
         self._restore_held: set[TaskId] = set()  # their plans wait for `set_restore`
+        self._restore_hints: dict[TaskId, dict[str, Any]] = {}  # held tasks' state, early
         self._spawn = spawn  # the job's: runs a reply in the background
 
     def slot_key(self, task: TaskId) -> tuple[str, TaskId]:
@@ -110,6 +111,9 @@ class Scheduler:
             "attempt": attempt,
             "config": self.task_config,
         }
+        hint = self._restore_plans.get(task) or self._restore_hints.get(task)
+        if hint:
+            body["restore_hint"] = {key: hint[key] for key in k.STATE_PLAN_KEYS if key in hint}
         try:
             reply = await worker.conn.request("deploy_task", body, timeout=30.0)
         except (RpcError, ConnectionError) as exc:
@@ -201,19 +205,24 @@ class Scheduler:
         """``task``'s attempt failed or is being replaced: it waits for no plan."""
         self._pending_hellos.pop(task, None)
         self._restore_held.discard(task)
+        self._restore_hints.pop(task, None)
         self.store.directory.forget(task)
 
     # ---------------------------------------------------------------- restore
-    def hold_restore(self, task: TaskId) -> None:
+    def hold_restore(self, task: TaskId, hint: dict[str, Any] | None = None) -> None:
         """``task``'s restore plan is still being made (lossless recovery collects its
-        determinants while the new attempt starts): its hello waits for `set_restore`."""
+        determinants while the new attempt starts): its hello waits for `set_restore`.
+        ``hint``: the plan so far; its keyed state goes out with the deployment."""
         self._restore_held.add(task)
+        if hint:
+            self._restore_hints[task] = dict(hint)
 
     def set_restore(self, plans: dict[TaskId, dict[str, Any]]) -> None:
         """What the next attempts of these tasks restore (from a checkpoint or savepoint);
         a hello held for one of them is answered now."""
         self._restore_plans.update(plans)
         for task in plans:
+            self._restore_hints.pop(task, None)
             if task in self._restore_held:
                 self._restore_held.discard(task)
                 self._answer_hello(task)

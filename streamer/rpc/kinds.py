@@ -130,6 +130,13 @@ class DeployTask:
     attempt: int
     config: dict[str, Any]
     restore: dict[str, Any] | None = None
+    # the keyed state the attempt will most likely restore (its plan decides): it
+    # opens that state while its hello is answered (keys: STATE_PLAN_KEYS)
+    restore_hint: dict[str, Any] | None = None
+
+
+STATE_PLAN_KEYS = ("checkpoint_id", "from", "keyed")
+"""The keys of a restore plan that decide a task's keyed state."""
 
 
 @kind("deployed")

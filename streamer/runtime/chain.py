@@ -13,6 +13,7 @@ Threading: the task's loop only (called once, before the first record).
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any
 
 from streamer.api import Job
 from streamer.graph import JobEdge, JobVertex, OperatorKind, OperatorSpec, key_group_range
+from streamer.rpc.kinds import STATE_PLAN_KEYS
 from streamer.runtime.join_factory import RuntimeIntervalJoin, attach_late_output, build_join
 from streamer.runtime.operators import (
     ChainedOperator,
@@ -34,6 +36,8 @@ from streamer.runtime.operators import (
 )
 from streamer.runtime.task_context import TaskContext
 from streamer.state import KeyedStateBackend
+
+log = logging.getLogger(__name__)
 
 Head = Callable[[Any, int | None, int], None]
 """``head(value, ts, input_index)``: feeds one record into the chain."""
@@ -100,11 +104,17 @@ class TaskChain:
     backend: KeyedStateBackend | None
 
 
-def build_task_chain(ctx: TaskContext, tail: Output, restore: dict[str, Any]) -> TaskChain:
-    """The task's chain wired to ``tail``, its keyed state open and everything restored."""
-    kinds = (OperatorKind.PROCESS, OperatorKind.JOIN)
-    backend = None
-    if any(op.kind in kinds for op in ctx.vertex.operators):
+def build_task_chain(
+    ctx: TaskContext,
+    tail: Output,
+    restore: dict[str, Any],
+    backend: KeyedStateBackend | None = None,
+) -> TaskChain:
+    """The task's chain wired to ``tail``, its keyed state open and everything restored.
+
+    ``backend``: the keyed state, already opened for ``restore`` (`EarlyState`);
+    otherwise it is opened here when the chain needs one."""
+    if backend is None and needs_keyed_state(ctx.vertex):
         backend = open_state_backend(ctx, restore)
     operators, first = build_chain(ctx.job, ctx.vertex, tail, ctx.info, backend)
     for op in operators:
@@ -117,6 +127,48 @@ def build_task_chain(ctx: TaskContext, tail: Output, restore: dict[str, Any]) ->
         return TaskChain(operators, operators[0].process, backend)
     collect = first.collect
     return TaskChain(operators, lambda value, ts, _input: collect(value, ts), backend)
+
+
+def needs_keyed_state(vertex: JobVertex) -> bool:
+    return any(op.kind in (OperatorKind.PROCESS, OperatorKind.JOIN) for op in vertex.operators)
+
+
+class EarlyState:
+    """The keyed state opened from the deployment's ``restore_hint`` while the task
+    waits for its plan; `take` hands it over if the plan restores the same state.
+
+    Ownership: the backend is this object's until `take` returns it (then the
+    caller's); one it does not hand over, it closes."""
+
+    def __init__(self, ctx: TaskContext) -> None:
+        self.ctx = ctx
+        self.hint: dict[str, Any] = dict(ctx.deployment.get("restore_hint") or {})
+        self.backend: KeyedStateBackend | None = None
+
+    def open(self) -> None:
+        """Open it (blocking); a failure is left for the plan's own restore to raise."""
+        if not needs_keyed_state(self.ctx.vertex):
+            return
+        try:
+            self.backend = open_state_backend(self.ctx, self.hint)
+        except Exception as exc:  # noqa: BLE001 - the restore from the plan reports it
+            log.info("task %s: early state restore failed (%s); restoring later", self.ctx, exc)
+
+    def take(self, restore: dict[str, Any]) -> KeyedStateBackend | None:
+        """The backend if ``restore`` (the plan) restores the state it was opened
+        for; otherwise it is closed and None returned (open the plan's instead)."""
+        backend, self.backend = self.backend, None
+        if backend is None:
+            return None
+        if all(restore.get(key) == self.hint.get(key) for key in STATE_PLAN_KEYS):
+            return backend
+        backend.close()
+        return None
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
 
 
 def open_state_backend(ctx: TaskContext, restore: dict[str, Any]) -> KeyedStateBackend:

@@ -58,8 +58,13 @@ class CoordinatorLink:
         data_address: str,
         handler: Handler,
         on_lost: Callable[[RpcConnection], None],
+        while_waiting: Callable[[], object] | None = None,
     ) -> dict[str, Any]:
-        """Connect, say ``task_hello``; returns the ``task_plan`` body."""
+        """Connect, say ``task_hello``; returns the ``task_plan`` body.
+
+        ``while_waiting`` (blocking work, e.g. a state restore) runs once the hello
+        is sent and before its reply is awaited: it overlaps the coordinator's side.
+        """
         config = self.ctx.config
         host, port = parse_address(config["coordinator"])
         self.rpc = await connect(
@@ -74,10 +79,18 @@ class CoordinatorLink:
         )
         self.rpc.on_close(on_lost)
         body = {**self.ctx.identity(), "data_address": data_address, "pid": os.getpid()}
+        request = asyncio.ensure_future(
+            self.rpc.request("task_hello", body, timeout=float(config.get("hello_timeout", 120.0)))
+        )
+        if while_waiting is not None:
+            await asyncio.sleep(0)  # the request's frame is written before it blocks
+            try:
+                while_waiting()
+            except BaseException:
+                request.cancel()
+                raise
         try:
-            reply = await self.rpc.request(
-                "task_hello", body, timeout=float(config.get("hello_timeout", 120.0))
-            )
+            reply = await request
         except RpcRemoteError as exc:
             if STALE_ATTEMPT in str(exc):
                 raise AttemptSuperseded(str(exc)) from None

@@ -37,7 +37,7 @@ from typing import Any
 
 from streamer.graph import OperatorKind
 from streamer.rpc import RpcConnection, TaskState
-from streamer.runtime.chain import TaskChain, build_task_chain
+from streamer.runtime.chain import EarlyState, TaskChain, build_task_chain
 from streamer.runtime.control import ControlHandler
 from streamer.runtime.coordinator_link import AttemptSuperseded, CoordinatorLink
 from streamer.runtime.faults import FaultHooks
@@ -181,11 +181,17 @@ class Task:
         control.partitions = self.outputs.partitions
         self.output = self.outputs.output
         clock.lap("outputs")
-        plan = await self.link.hello(
-            self.outputs.data_address(), control.handle, self._on_control_lost
-        )
-        clock.lap("hello")
+        early = EarlyState(ctx)  # the state restore overlaps the hello's answer
+        try:
+            plan = await self.link.hello(
+                self.outputs.data_address(), control.handle, self._on_control_lost, early.open
+            )
+        except BaseException:
+            early.close()
+            raise
+        clock.lap("hello_and_state")
         restore: dict[str, Any] = plan.get("restore") or ctx.deployment.get("restore") or {}
+        backend = early.take(restore)
         self.outputs.restore(restore)
         head, tail = ctx.vertex.operators[0], ctx.vertex.operators[-1]
         exchange_in, exchange_out = reads_exchange(ctx), writes_exchange(ctx)
@@ -207,16 +213,23 @@ class Task:
             control.commits = self.commits
             metrics.sink = self.commits.sink
         clock.lap("source_sink")
-        self.inputs = control.inputs = await InputProcessor.open(ctx, plan, self.counters)
+        if self.output is None:
+            raise RuntimeError(f"vertex {ctx.vertex.vertex_id} has no output")
+        # the input connections' round trips overlap building (and restoring) the chain
+        inputs = asyncio.ensure_future(InputProcessor.open(ctx, plan, self.counters))
+        await asyncio.sleep(0)
+        try:
+            self.chain = build_task_chain(ctx, self.output, restore, backend)
+        except BaseException:
+            inputs.cancel()
+            raise
+        clock.lap("chain")
+        self.inputs = control.inputs = await inputs
         if self.inputs is not None:
             metrics.gate = self.inputs.gate
         clock.lap("inputs")
         if ctx.config.get("individual_recovery") == "lossless":
             self._enable_causal_log(restore.get("determinants"), restore.get("checkpoint_id"))
-        if self.output is None:
-            raise RuntimeError(f"vertex {ctx.vertex.vertex_id} has no output")
-        self.chain = build_task_chain(ctx, self.output, restore)
-        clock.lap("state")
         self.commits.replay(restore)
         self.watermarks = watermark_output(self.chain.operators, self.outputs.writers, self.output)
         self.snapshots = control.snapshots = TaskSnapshotter(
