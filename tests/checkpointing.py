@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from streamer.api import StreamEnvironment
-from streamer.coordinator.checkpoints import CheckpointCoordinator
+from streamer.api import Job, StreamEnvironment
+from streamer.coordinator.checkpoints import CheckpointCoordinator, open_checkpoints
 from streamer.graph import TaskId
 from streamer.rpc import kinds as k
 from streamer.state.snapshot_writer import PendingCheckpoint
@@ -34,15 +34,32 @@ class View:
         self.sent.append((str(task), kind, body))
 
 
-def coordinator(root: Path, key: bytes | None = None) -> tuple[CheckpointCoordinator, View]:
-    """A coordinator of src(2) -hash-> p(2) -> kafka sink, checkpointing into ``root``
-    (manifests signed with ``key``; default: the cluster secret's), and its view."""
+def _job() -> tuple[Job, View]:
+    """src(2) -hash-> p(2) -> kafka sink, and a view of it with every task running."""
     env = StreamEnvironment("cc", default_parallelism=2)
     env.from_kafka("in", name="src").key_by(ident).process(ident, name="p").to_kafka("out")
     job = env.build()
+    return job, View(list(job.execution_graph().tasks))
+
+
+def coordinator(
+    root: Path, key: bytes | None = None, **options: Any
+) -> tuple[CheckpointCoordinator, View]:
+    """A coordinator of `_job` checkpointing into ``root`` (manifests signed with ``key``;
+    default: the cluster secret's; ``options``: the other keyword arguments), and its view."""
+    job, view = _job()
     eg = job.execution_graph()
-    view = View(list(eg.tasks))
-    return CheckpointCoordinator(view, eg, job.job_graph, root, interval=None, key=key), view
+    cc = CheckpointCoordinator(view, eg, job.job_graph, root, interval=None, key=key, **options)
+    return cc, view
+
+
+def opened(job_id: str, config: dict[str, Any]) -> tuple[CheckpointCoordinator, View]:
+    """The coordinator the job master of job ``job_id`` opens (`open_checkpoints`: paths
+    under the state roots of the environment, manifests signed with the cluster secret's
+    key), and its view."""
+    job, view = _job()
+    _roots, cc = open_checkpoints(view, job.execution_graph(), job.job_graph, job_id, config)
+    return cc, view
 
 
 def ack(cc: CheckpointCoordinator, task: TaskId, checkpoint_id: int) -> None:

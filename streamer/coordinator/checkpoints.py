@@ -10,8 +10,10 @@ aborted and counted.
 
 Manifests are signed with a key derived from the cluster secret (see
 ``streamer.state.manifest``): a checkpoint or savepoint this cluster did not
-write, or that was modified, is never restored from. A task's part is always
-``tasks/<task>`` of the checkpoint, whatever directory its ack names.
+write, or that was modified, is never restored from; nor is one signed for another
+directory, nor (recovery) another job's checkpoint, which retention leaves alone too.
+A task's part is always ``tasks/<task>`` of the checkpoint, whatever directory its
+ack names.
 
 Restore plans (``restore_plan``) come from the latest valid completed checkpoint
 (or a savepoint): keyed state from every old subtask whose key groups overlap
@@ -45,7 +47,7 @@ from streamer.state import (
     CorruptCheckpointError,
     StateError,
 )
-from streamer.state.manifest import TASKS_DIR, read_manifest, task_dir_name
+from streamer.state.manifest import TASKS_DIR, check_binding, read_manifest, task_dir_name
 from streamer.state.roots import StateRoots
 
 log = logging.getLogger(__name__)
@@ -90,8 +92,12 @@ class CheckpointCoordinator:
         timeout: float = 60.0,
         retained: int = 3,
         key: bytes | None = None,
+        job_id: str = "",
+        roots: StateRoots | None = None,
     ) -> None:
-        """``key`` signs and checks manifests (default: derived from the cluster secret)."""
+        """``key`` signs and checks manifests (default: derived from the cluster secret);
+        they are bound to ``job_id`` and to their directory under the state ``roots``
+        (default: ``root``'s parent); see `CheckpointStorage`."""
         self.job = job
         self.eg = eg
         self.job_graph = job_graph
@@ -99,8 +105,10 @@ class CheckpointCoordinator:
         self.interval = interval
         self.timeout = timeout
         self.retained = retained
-        self.storage = CheckpointStorage(root, key=key)
-        self.next_id = 1
+        self.storage = CheckpointStorage(root, key=key, job_id=job_id, roots=roots)
+        # ids go on after any checkpoint already in the directory (another job's, when
+        # checkpoint_dir names its directory): never one that exists
+        self.next_id = max(self.storage.list(), default=0) + 1
         self.pending: _Pending | None = None
         self.completed = 0
         self.aborted = 0
@@ -309,19 +317,25 @@ class CheckpointCoordinator:
 
     # --------------------------------------------------------------- restore
     def check_savepoint(self, path: Path) -> None:
-        """`ConfigError` unless ``path`` holds a manifest this cluster signed (reads the
-        manifest only: cheap enough for a submission; `load_savepoint` checks the files)."""
+        """`ConfigError` unless ``path`` holds a manifest this cluster signed for ``path``
+        (reads the manifest only: cheap enough for a submission; `load_savepoint` checks
+        the files)."""
         try:
-            read_manifest(path, self.storage.key)
+            manifest = read_manifest(path, self.storage.key)
         except CorruptCheckpointError as exc:
             raise ConfigError(
                 f"cannot restore from savepoint {path}: {exc.reason}; "
                 "use a savepoint this cluster wrote"
             ) from None
+        try:
+            check_binding(path, manifest, self.storage.where(path))
+        except CorruptCheckpointError as exc:
+            raise ConfigError(f"cannot restore from savepoint {path}: {exc.reason}") from None
 
     def load_savepoint(self, path: Path) -> CompletedCheckpoint:
-        """The validated savepoint (or checkpoint) at ``path`` (`StateError` if unusable)."""
-        return self.storage.load(path, key=self.storage.key)
+        """The validated savepoint (or checkpoint) at ``path``, signed for ``path`` by any
+        job (`StateError` if unusable)."""
+        return self.storage.load(path, key=self.storage.key, roots=self.storage.roots)
 
     def latest(self) -> tuple[Any, list[str]]:
         """The latest valid completed checkpoint, and why newer ones were skipped."""
@@ -378,7 +392,8 @@ def open_checkpoints(
 
     ``config``'s ``checkpoint_dir`` (default: the job id) and ``from_savepoint``
     are resolved under the coordinator's state roots (`StateRoots.from_env`) and
-    rewritten as absolute paths; a savepoint must be signed by this cluster. Raises
+    rewritten as absolute paths; a savepoint must be signed by this cluster for its
+    path, and checkpoints are bound to ``job_id``. Raises
     `ConfigError` for a path outside the roots or a savepoint it cannot trust.
     """
     roots = StateRoots.from_env()
@@ -393,6 +408,8 @@ def open_checkpoints(
         interval=None if interval is None else float(interval),
         timeout=float(config.get("checkpoint_timeout", 60.0)),
         retained=int(config.get("checkpoints_retained", 3)),
+        job_id=job_id,
+        roots=roots,
     )
     if config.get("from_savepoint"):
         savepoint = roots.resolve(config["from_savepoint"], "from_savepoint")

@@ -2,7 +2,9 @@
 
 The manifest (``_metadata.json``, orjson; nothing is ever pickled)::
 
-    {"format": 2, "kind": "checkpoint" | "savepoint", "checkpoint_id": 7,
+    {"format": 3, "kind": "checkpoint" | "savepoint", "checkpoint_id": 7,
+     "job_id": "job-1a2b3c4d",               # the job that wrote it
+     "path": "job-1a2b3c4d/chk-7",           # where: relative to its state root
      "created_ms": ..., "hash": "sha256" | null,
      "tasks": {"count#1": {"dir": "tasks/count%231"}},   # dirs found under tasks/
      "metadata": {...},                      # complete()'s argument, verbatim
@@ -14,18 +16,28 @@ manifest without it (orjson, sorted keys), keyed by `manifest_key`: a key
 derived from the cluster secret, which only the coordinator holds. A manifest
 without a valid signature was not written by this cluster or was modified
 since, and is refused (`CorruptCheckpointError`); format 1 manifests (an
-unkeyed sha256 anyone could recompute) are refused the same way.
+unkeyed sha256 anyone could recompute) are refused the same way, and format 2
+ones (signed, but binding neither job nor path) as an unsupported format.
+
+The signature binds the manifest to its job and its place: ``job_id`` and
+``path``, the checkpoint's directory relative to the state root holding it
+(`streamer.state.roots.StateRoots.relative`). `check_binding` refuses a manifest
+found elsewhere, or (for recovery and retention) written by another job, so a job
+whose ``checkpoint_dir`` names another job's directory neither restores nor
+deletes that job's checkpoints, and a signed manifest copied to another place is
+refused there.
 
 Validation (`validate_checkpoint`, used by `CheckpointStorage.latest`, `get`
 and `load`) checks the signature (`read_manifest`), the manifest's shape, that
 every directory and file it names is a relative path without ``..`` that stays
 inside the checkpoint directory once symbolic links are resolved
-(`checkpoint_child`), then that every listed file exists with its size and,
-when hashing is on, its sha256. The signature covers the file sizes and
-hashes, so with hashing on it covers every byte; with hashing off
-(``hash_files=False`` / ``verify_hashes=False``, for large state: sha256 runs
-at roughly 1-2 GB/s per core, once when written and once when validated) it
-covers sizes only.
+(`checkpoint_child`), the bindings when asked (`check_binding`), then that every
+listed file exists with its size and, when hashing is on, its sha256. The
+signature covers the file sizes and hashes, so with hashing on it covers every
+byte; with hashing off (``hash_files=False`` / ``verify_hashes=False``, for
+large state: sha256 runs at roughly 1-2 GB/s per core, once when written and
+once when validated) it covers sizes only; the job and path bindings hold
+either way.
 
 ``<task>`` directories are the task id (``"count#1"``) percent-encoded
 (`urllib.parse.quote` with no safe characters, `task_dir_name`). The whole
@@ -58,6 +70,7 @@ __all__ = [
     "CompletedCheckpoint",
     "SnapshotKind",
     "build_manifest",
+    "check_binding",
     "check_file_name",
     "check_relative",
     "checkpoint_child",
@@ -71,7 +84,7 @@ __all__ = [
 ]
 
 MANIFEST_NAME: Final = "_metadata.json"
-MANIFEST_FORMAT: Final = 2
+MANIFEST_FORMAT: Final = 3
 SIGNATURE: Final = "signature"
 FOREIGN: Final = "was not written by this cluster or was modified"
 TASKS_DIR: Final = "tasks"
@@ -207,8 +220,13 @@ def build_manifest(
     metadata: Mapping[str, Any],
     hash_files: bool,
     key: bytes,
+    *,
+    job_id: str,
+    where: str,
 ) -> dict[str, Any]:
-    """The manifest of the checkpoint written in directory ``path``, signed with ``key``.
+    """The manifest of the checkpoint written in directory ``path``, signed with ``key``
+    and bound to job ``job_id`` and to ``where``, the directory it is published as
+    (relative to its state root; see `check_binding`).
 
     Lists every regular file under ``path`` (hashed when ``hash_files``) and
     every task directory under ``tasks/`` (not hidden ones: writers' temporary
@@ -235,6 +253,8 @@ def build_manifest(
         "format": MANIFEST_FORMAT,
         "kind": kind,
         "checkpoint_id": checkpoint_id,
+        "job_id": job_id,
+        "path": where,
         "created_ms": time.time_ns() // 1_000_000,
         "hash": "sha256" if hash_files else None,
         "tasks": tasks,
@@ -290,6 +310,8 @@ def read_manifest(path: Path, key: bytes) -> dict[str, Any]:
     shape = {
         "kind": str,
         "checkpoint_id": int,
+        "job_id": str,
+        "path": str,
         "created_ms": int,
         "tasks": dict,
         "metadata": dict,
@@ -316,10 +338,38 @@ def read_manifest(path: Path, key: bytes) -> dict[str, Any]:
     return manifest
 
 
-def validate_checkpoint(path: Path, *, key: bytes, verify_hashes: bool) -> CompletedCheckpoint:
-    """Load and check ``path`` (`read_manifest`, then every file it lists);
-    `CorruptCheckpointError` with the first problem found."""
+def check_binding(
+    path: Path, manifest: Mapping[str, Any], where: str, job_id: str | None = None
+) -> None:
+    """`CorruptCheckpointError` unless ``manifest`` (found at ``path``, already read) was
+    signed for ``where`` (``path`` relative to its state root) and, given ``job_id``, by
+    that job: a checkpoint or savepoint is used only where it was written, a checkpoint
+    by its own job only."""
+    if manifest["path"] != where:
+        raise CorruptCheckpointError(
+            path,
+            f"manifest was signed for directory {manifest['path']!r}, not {where!r} "
+            "(it is used only where it was written)",
+        )
+    if job_id is not None and manifest["job_id"] != job_id:
+        raise CorruptCheckpointError(
+            path, f"manifest was signed for job {manifest['job_id']!r}, not {job_id!r}"
+        )
+
+
+def validate_checkpoint(
+    path: Path,
+    *,
+    key: bytes,
+    verify_hashes: bool,
+    where: str | None = None,
+    job_id: str | None = None,
+) -> CompletedCheckpoint:
+    """Load and check ``path`` (`read_manifest`; with ``where``, `check_binding`; then
+    every file it lists); `CorruptCheckpointError` with the first problem found."""
     manifest = read_manifest(path, key)
+    if where is not None:
+        check_binding(path, manifest, where, job_id)
     for rel, info in manifest["files"].items():
         what = _describe_file(rel)
         file_path = path / rel

@@ -93,6 +93,16 @@ class StateRoots:
         """The roots as one string, for messages and logs."""
         return ", ".join(str(r) for r in self.roots)
 
+    def relative(self, path: str | os.PathLike[str]) -> str:
+        """``path`` (absolute, normalized) relative to the innermost root holding it, as
+        written or once links are resolved: how a signed manifest names its directory
+        (``"job-1a2b/chk-7"``). A path under no root stays absolute."""
+        candidate = Path(os.path.normpath(os.path.abspath(path)))
+        holding = [r for r in (*self.roots, *self.real) if _under(candidate, (r,))]
+        if not holding:
+            return candidate.as_posix()
+        return candidate.relative_to(max(holding, key=lambda r: len(r.parts))).as_posix()
+
     def resolve(self, path: str | os.PathLike[str], what: str) -> Path:
         """``path`` (relative: under `primary`) as an absolute, normalized path under a root.
 

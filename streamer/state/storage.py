@@ -59,12 +59,15 @@ from streamer.state.manifest import (
     CompletedCheckpoint,
     SnapshotKind,
     build_manifest,
+    check_binding,
     from_manifest,
     manifest_key,
     pending_dir,
+    read_manifest,
     sign_manifest,
     validate_checkpoint,
 )
+from streamer.state.roots import StateRoots
 from streamer.state.snapshot_writer import (
     PendingCheckpoint,
     TaskSnapshot,
@@ -132,14 +135,21 @@ class RecoveryChoice(NamedTuple):
 
 
 def _complete(
-    pending: PendingCheckpoint, metadata: Mapping[str, Any], hash_files: bool, key: bytes
+    storage: CheckpointStorage, pending: PendingCheckpoint, metadata: Mapping[str, Any]
 ) -> CompletedCheckpoint:
     if not pending.path.is_dir():
         raise StateError(f"pending checkpoint {pending.path} does not exist (aborted?)")
     if pending.final_path.exists():
         raise StateError(f"cannot complete checkpoint: {pending.final_path} already exists")
     manifest = build_manifest(
-        pending.path, pending.kind, pending.checkpoint_id, metadata, hash_files, key
+        pending.path,
+        pending.kind,
+        pending.checkpoint_id,
+        metadata,
+        storage.hash_files,
+        storage.key,
+        job_id=storage.job_id,
+        where=storage.where(pending.final_path),
     )
     raw = orjson.dumps(manifest, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
     write_file(pending.path / MANIFEST_NAME, raw)
@@ -155,25 +165,40 @@ class CheckpointStorage:
     ``hash_files`` (default on) records a sha256 of every file at completion;
     validation then checks it (see `streamer.state.manifest` for the cost).
     Manifests are signed with ``key`` and validated against it (default: this
-    cluster's `manifest_key`, which needs the cluster secret).
+    cluster's `manifest_key`, which needs the cluster secret), and bound to
+    ``job_id`` and to their directory relative to its state root (``roots``;
+    default: ``root``'s parent): `get`, `latest` and `retain` use only this job's
+    checkpoints written where they are (see `streamer.state.manifest`).
 
-    One per coordinator, which owns everything under ``root`` except the task
-    directories task processes write into pending checkpoints. Not
-    thread-safe; blocking file I/O.
+    One per coordinator, which owns the checkpoints of ``job_id`` under ``root``
+    and the task directories task processes write into its pending checkpoints.
+    Not thread-safe; blocking file I/O.
     """
 
     def __init__(
-        self, root: str | os.PathLike[str], *, hash_files: bool = True, key: bytes | None = None
+        self,
+        root: str | os.PathLike[str],
+        *,
+        hash_files: bool = True,
+        key: bytes | None = None,
+        job_id: str = "",
+        roots: StateRoots | None = None,
     ) -> None:
         self.root = Path(root)
         self.hash_files = hash_files
         self.key = manifest_key() if key is None else key
+        self.job_id = job_id
+        self.roots = StateRoots.of([self.root.absolute().parent]) if roots is None else roots
         self.root.mkdir(parents=True, exist_ok=True)
 
     def __repr__(self) -> str:
         return f"CheckpointStorage({str(self.root)!r})"
 
     # ------------------------------------------------------------------ writing
+
+    def where(self, path: str | os.PathLike[str]) -> str:
+        """How a manifest names directory ``path``: relative to its state root."""
+        return self.roots.relative(path)
 
     def checkpoint_path(self, checkpoint_id: int) -> Path:
         """Where completed checkpoint ``checkpoint_id`` lives."""
@@ -222,7 +247,7 @@ class CheckpointStorage:
         `KeyedStateBackend.snapshot` returned, source offsets) and lands in
         the manifest's ``tasks``; the rest lands in ``metadata``.
         """
-        return _complete(pending, metadata, self.hash_files, self.key)
+        return _complete(self, pending, metadata)
 
     def savepoint(
         self, checkpoint: CompletedCheckpoint, path: str | os.PathLike[str]
@@ -231,8 +256,9 @@ class CheckpointStorage:
 
         Files are hard-linked when on the same filesystem (completed files are
         never modified; RocksDB SSTs are immutable), else copied. The manifest
-        is rewritten with ``"kind": "savepoint"`` and signed again; ids, metadata
-        and file checksums are kept, so `load` validates it like any savepoint.
+        is rewritten with ``"kind": "savepoint"`` and ``path`` and signed again; ids,
+        job, metadata and file checksums are kept, so `load` validates it like any
+        savepoint.
         """
         final = Path(path).absolute()
         if final.exists():
@@ -241,7 +267,9 @@ class CheckpointStorage:
         tmp = final.parent / f".{final.name}.pending-{uuid.uuid4().hex[:12]}"
         try:
             shutil.copytree(checkpoint.path, tmp, copy_function=_link_or_copy)
-            body = sign_manifest({**checkpoint.manifest, "kind": "savepoint"}, self.key)
+            body = sign_manifest(
+                {**checkpoint.manifest, "kind": "savepoint", "path": self.where(final)}, self.key
+            )
             manifest_path = tmp / MANIFEST_NAME
             manifest_path.unlink()  # may be a hard link to the checkpoint's manifest
             write_file(
@@ -283,11 +311,15 @@ class CheckpointStorage:
         return sorted(ids)
 
     def get(self, checkpoint_id: int, *, verify_hashes: bool = True) -> CompletedCheckpoint:
-        """Validate and return checkpoint ``checkpoint_id`` (`CorruptCheckpointError`)."""
+        """Validate and return checkpoint ``checkpoint_id`` (`CorruptCheckpointError`,
+        also when another job wrote it or it was written elsewhere)."""
         path = self.checkpoint_path(checkpoint_id)
         if not path.is_dir():
             raise StateError(f"no completed checkpoint {checkpoint_id} in {self.root}")
-        checkpoint = validate_checkpoint(path, key=self.key, verify_hashes=verify_hashes)
+        where, job_id = self.where(path), self.job_id
+        checkpoint = validate_checkpoint(
+            path, key=self.key, verify_hashes=verify_hashes, where=where, job_id=job_id
+        )
         if checkpoint.checkpoint_id != checkpoint_id or checkpoint.kind != "checkpoint":
             raise CorruptCheckpointError(
                 path,
@@ -323,15 +355,21 @@ class CheckpointStorage:
 
     @staticmethod
     def load(
-        path: str | os.PathLike[str], *, key: bytes | None = None, verify_hashes: bool = True
+        path: str | os.PathLike[str],
+        *,
+        key: bytes | None = None,
+        verify_hashes: bool = True,
+        roots: StateRoots | None = None,
     ) -> CompletedCheckpoint:
         """Validate and return the savepoint (or checkpoint) directory at ``path``, its
-        manifest signed with ``key`` (default: this cluster's `manifest_key`)."""
-        where = Path(path)
-        if not where.is_dir():
-            raise StateError(f"no savepoint or checkpoint directory at {where}")
+        manifest signed with ``key`` (default: this cluster's `manifest_key`) and, given
+        the state ``roots``, for ``path`` (any job's: a savepoint starts a new one)."""
+        found = Path(path)
+        if not found.is_dir():
+            raise StateError(f"no savepoint or checkpoint directory at {found}")
         key = manifest_key() if key is None else key
-        return validate_checkpoint(where, key=key, verify_hashes=verify_hashes)
+        where = None if roots is None else roots.relative(found)
+        return validate_checkpoint(found, key=key, verify_hashes=verify_hashes, where=where)
 
     # ------------------------------------------------------------------ retention
 
@@ -344,16 +382,29 @@ class CheckpointStorage:
         os.rename(path, trash)
         shutil.rmtree(trash, ignore_errors=True)
 
-    def retain(self, n: int) -> builtins.list[int]:
-        """Keep the ``n`` newest completed checkpoints (by id), delete the rest; return deleted.
+    def owns(self, checkpoint_id: int) -> bool:
+        """Whether ``chk-<checkpoint_id>`` has a manifest signed for this job and this
+        place (read and checked; its files are not)."""
+        path = self.checkpoint_path(checkpoint_id)
+        try:
+            check_binding(path, read_manifest(path, self.key), self.where(path), self.job_id)
+        except CorruptCheckpointError:
+            return False
+        return True
 
-        Counts checkpoints without validating them: a corrupt newest one
-        still counts, so keep ``n >= 2`` if recovery should have a fallback.
+    def retain(self, n: int) -> builtins.list[int]:
+        """Keep this job's ``n`` newest completed checkpoints (by id), delete its others;
+        return the deleted.
+
+        Only checkpoints this storage `owns` count and are deleted: another job's (its
+        ``checkpoint_dir`` pointed here) and ones whose manifest is unreadable or
+        tampered with are left alone. Files are not validated: a corrupt newest one
+        with a good manifest still counts, so keep ``n >= 2`` if recovery should have
+        a fallback.
         """
         if not isinstance(n, int) or n < 1:
             raise StateError(f"retain needs n >= 1, got {n!r}")
-        ids = self.list()
-        doomed = ids[:-n]
+        doomed = [checkpoint_id for checkpoint_id in self.list() if self.owns(checkpoint_id)][:-n]
         for checkpoint_id in doomed:
             self.delete(checkpoint_id)
         return doomed

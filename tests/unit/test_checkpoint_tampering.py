@@ -19,7 +19,9 @@ from streamer.coordinator.checkpoints import CheckpointCoordinator
 from streamer.errors import ConfigError
 from streamer.graph import TaskId
 from streamer.rpc import kinds as k
+from streamer.state import CorruptCheckpointError
 from streamer.state.manifest import MANIFEST_NAME, manifest_key, sign_manifest
+from streamer.state.roots import STATE_ROOTS_ENV, StateRoots
 from tests import checkpointing
 from tests.checkpointing import View, ack, complete
 
@@ -27,8 +29,8 @@ KEY = manifest_key(b"\x07" * 32)
 FOREIGN = "was not written by this cluster or was modified"
 
 
-def coordinator(root: Path, key: bytes = KEY) -> tuple[CheckpointCoordinator, View]:
-    return checkpointing.coordinator(root, key)
+def coordinator(root: Path, key: bytes = KEY, **options: Any) -> tuple[CheckpointCoordinator, View]:
+    return checkpointing.coordinator(root, key, **options)
 
 
 def edit(path: Path, change: Any, key: bytes | None = None) -> None:
@@ -135,5 +137,60 @@ def test_a_savepoint_into_an_existing_directory_is_refused_at_once(tmp_path: Pat
             f"savepoint directory {tmp_path / 'taken'} already exists: choose a new one"
         )
         assert cc.pending is None
+
+    asyncio.run(run())
+
+
+def test_a_job_pointed_at_another_jobs_directory_neither_restores_nor_deletes_its_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both opened as the job master opens them: under the state roots of the
+    environment, manifests signed with the cluster secret's key."""
+    monkeypatch.setenv(STATE_ROOTS_ENV, str(tmp_path / "state"))
+    monkeypatch.setenv("STREAMER_CLUSTER_SECRET", "07" * 32)
+
+    async def run() -> None:
+        victim, view = checkpointing.opened("job-a", {})  # checkpoint_dir: the job id
+        for checkpoint_id in (1, 2, 3):
+            await complete(victim, view, checkpoint_id)
+        intruder, view = checkpointing.opened("job-b", {"checkpoint_dir": "job-a"})
+        assert intruder.root == victim.root == tmp_path / "state" / "job-a"
+        p0 = TaskId("p", 0)
+        assert intruder.restore_plans({p0}) == {p0: {}}
+        _, skipped = intruder.latest()
+        assert skipped == [
+            f"checkpoint {n}: manifest was signed for job 'job-a', not 'job-b'" for n in (3, 2, 1)
+        ]
+        assert intruder.next_id == 4  # after the ids in the directory
+        for checkpoint_id in (4, 5, 6, 7):  # retains 3: deletes only its own 4
+            await complete(intruder, view, checkpoint_id)
+        assert intruder.storage.list() == [1, 2, 3, 5, 6, 7]
+        assert victim.restore_plans({p0})[p0]["writers"] == [3]
+        manifest = orjson.loads((victim.root / "chk-5" / MANIFEST_NAME).read_bytes())
+        assert (manifest["job_id"], manifest["path"]) == ("job-b", "job-a/chk-5")
+
+    asyncio.run(run())
+
+
+def test_a_savepoint_copied_elsewhere_is_refused_there(tmp_path: Path) -> None:
+    async def run() -> None:
+        roots = StateRoots.of([tmp_path / "state"])
+        cc, view = coordinator(tmp_path / "state" / "job-a", job_id="job-a", roots=roots)
+        await complete(cc, view, 1)
+        good = tmp_path / "state" / "sp" / "good"
+        cc.storage.savepoint(cc.storage.get(1), good)
+        cc.check_savepoint(good)
+        assert cc.load_savepoint(good).kind == "savepoint"
+        moved = tmp_path / "state" / "sp" / "moved"
+        shutil.copytree(good, moved)
+        why = "manifest was signed for directory 'sp/good', not 'sp/moved'"
+        with pytest.raises(ConfigError) as err:
+            cc.check_savepoint(moved)
+        assert str(err.value) == (
+            f"cannot restore from savepoint {moved}: {why} (it is used only where it was written)"
+        )
+        with pytest.raises(CorruptCheckpointError) as corrupt:
+            cc.load_savepoint(moved)
+        assert corrupt.value.reason == f"{why} (it is used only where it was written)"
 
     asyncio.run(run())

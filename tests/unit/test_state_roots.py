@@ -100,3 +100,15 @@ def test_a_local_cluster_adds_its_work_directory(tmp_path: Path) -> None:
     assert local_cluster_args(tmp_path / "c", env) == [
         "--state-root", str(tmp_path / "x"), "--state-root", str(tmp_path / "c"),
     ]  # fmt: skip
+
+
+def test_a_manifest_names_its_directory_relative_to_the_innermost_root(tmp_path: Path) -> None:
+    (tmp_path / "a" / "inner").mkdir(parents=True)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    roots = StateRoots.of([tmp_path / "a", tmp_path / "a" / "inner", tmp_path / "link"])
+    assert roots.relative(tmp_path / "a" / "job-1" / "chk-7") == "job-1/chk-7"
+    assert roots.relative(tmp_path / "a" / "inner" / "sp" / "x") == "sp/x"  # not "inner/sp/x"
+    assert roots.relative(tmp_path / "link" / "job-2") == "job-2"
+    assert roots.relative(tmp_path / "real" / "job-2") == "job-2"  # the root's real path
+    assert roots.relative(tmp_path / "elsewhere" / "sp") == f"{tmp_path}/elsewhere/sp"

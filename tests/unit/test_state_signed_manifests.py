@@ -13,6 +13,7 @@ from streamer.security.secret import derive
 from streamer.state import CheckpointStorage, CorruptCheckpointError, KeyedStateBackend, StateError
 from streamer.state.manifest import MANIFEST_NAME, manifest_key, read_manifest, sign_manifest
 from streamer.state.restore import check_snapshot_dir
+from streamer.state.roots import StateRoots
 
 KEY = manifest_key(b"\x01" * 32)
 OTHER = manifest_key(b"\x02" * 32)
@@ -47,7 +48,8 @@ def test_a_completed_checkpoint_is_signed_and_validates(tmp_path: Path) -> None:
     storage = CheckpointStorage(tmp_path, key=KEY)
     path = write(storage, 1)
     body = manifest(path)
-    assert body["format"] == 2 and len(body["signature"]) == 64
+    assert body["format"] == 3 and len(body["signature"]) == 64
+    assert (body["job_id"], body["path"]) == ("", f"{tmp_path.name}/chk-1")
     assert "manifest_sha256" not in body
     assert storage.get(1).metadata["job"] == "j"
     assert read_manifest(path, KEY)["signature"] == body["signature"]
@@ -186,3 +188,62 @@ def test_restore_refuses_a_relative_snapshot_dir_without_a_checkpoint(tmp_path: 
         KeyedStateBackend.restore(
             tmp_path / "db", [(Path("keyed"), {})], max_parallelism=8, key_groups=range(0, 8)
         )
+
+
+@pytest.mark.parametrize("hash_files", [True, False])
+def test_another_jobs_checkpoints_are_neither_used_nor_deleted(
+    tmp_path: Path, hash_files: bool
+) -> None:
+    """Two jobs' storages in one directory under a state root: each recovers from and
+    retains only its own checkpoints, hashed or not."""
+    roots = StateRoots.of([tmp_path])
+    mine = CheckpointStorage(
+        tmp_path / "job-a", key=KEY, job_id="job-a", roots=roots, hash_files=hash_files
+    )
+    other = CheckpointStorage(
+        tmp_path / "job-a", key=KEY, job_id="job-b", roots=roots, hash_files=hash_files
+    )
+    for checkpoint_id in (1, 2, 3):
+        write(mine, checkpoint_id)
+    for checkpoint_id in (4, 5):
+        write(other, checkpoint_id)
+    assert manifest(tmp_path / "job-a" / "chk-5")["path"] == "job-a/chk-5"
+    choice = other.latest()
+    assert choice.checkpoint is not None and choice.checkpoint.checkpoint_id == 5
+    assert other.retain(1) == [4]
+    choice = mine.latest()
+    assert choice.checkpoint is not None and choice.checkpoint.checkpoint_id == 3
+    assert [(s.checkpoint_id, s.reason) for s in choice.skipped] == [
+        (5, "manifest was signed for job 'job-b', not 'job-a'")
+    ]
+    assert mine.retain(2) == [1]
+    assert mine.list() == [2, 3, 5]
+    with pytest.raises(CorruptCheckpointError) as err:
+        other.get(3)
+    assert err.value.reason == "manifest was signed for job 'job-a', not 'job-b'"
+
+
+def test_a_checkpoint_moved_to_another_directory_is_refused_and_kept(tmp_path: Path) -> None:
+    storage = CheckpointStorage(tmp_path / "chk", key=KEY, job_id="job-a")
+    write(storage, 1)
+    (tmp_path / "chk" / "chk-1").rename(tmp_path / "chk" / "chk-2")
+    with pytest.raises(CorruptCheckpointError) as err:
+        storage.get(2)
+    assert err.value.reason == (
+        "manifest was signed for directory 'chk/chk-1', not 'chk/chk-2' "
+        "(it is used only where it was written)"
+    )
+    write(storage, 3)
+    assert storage.retain(1) == [] and storage.list() == [2, 3]  # not this job's chk-2
+
+
+def test_a_format_2_manifest_binding_neither_job_nor_path_is_refused(tmp_path: Path) -> None:
+    storage = CheckpointStorage(tmp_path, key=KEY)
+    path = write(storage, 1)
+    body = manifest(path)
+    del body["job_id"], body["path"]
+    body["format"] = 2
+    rewrite(path, sign_manifest(body, KEY))
+    with pytest.raises(CorruptCheckpointError) as err:
+        CheckpointStorage.load(path, key=KEY)
+    assert err.value.reason == "unsupported manifest format 2"
