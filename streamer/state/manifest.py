@@ -277,12 +277,13 @@ def from_manifest(path: Path, manifest: dict[str, Any]) -> CompletedCheckpoint:
     )
 
 
-def read_manifest(path: Path, key: bytes) -> dict[str, Any]:
+def read_manifest(path: Path, key: bytes, *, check_paths: bool = True) -> dict[str, Any]:
     """The manifest of checkpoint directory ``path``, its signature and shape checked.
 
     Reads only the manifest (cheap). `CorruptCheckpointError` when it is missing,
     unreadable or malformed, when its signature under ``key`` is missing or wrong (it
-    `FOREIGN`), or when a task directory it names (in ``tasks`` or in
+    `FOREIGN`), or (with ``check_paths``; off only where no path is used: it resolves
+    symbolic links of every entry) when a task directory it names (in ``tasks`` or in
     ``metadata["tasks"]``) or a file it lists fails `checkpoint_child`.
     """
     try:
@@ -324,6 +325,8 @@ def read_manifest(path: Path, key: bytes) -> dict[str, Any]:
             )
     if manifest["kind"] not in ("checkpoint", "savepoint"):
         raise CorruptCheckpointError(path, f"unknown kind {manifest['kind']!r}")
+    if not check_paths:
+        return manifest
     meta_tasks = manifest["metadata"].get("tasks")
     for entries in (manifest["tasks"], meta_tasks if isinstance(meta_tasks, dict) else {}):
         for task_id, entry in entries.items():

@@ -384,10 +384,11 @@ class CheckpointStorage:
 
     def owns(self, checkpoint_id: int) -> bool:
         """Whether ``chk-<checkpoint_id>`` has a manifest signed for this job and this
-        place (read and checked; its files are not)."""
+        place (its signature and shape checked; not its paths, nor its files)."""
         path = self.checkpoint_path(checkpoint_id)
         try:
-            check_binding(path, read_manifest(path, self.key), self.where(path), self.job_id)
+            manifest = read_manifest(path, self.key, check_paths=False)
+            check_binding(path, manifest, self.where(path), self.job_id)
         except CorruptCheckpointError:
             return False
         return True
