@@ -209,7 +209,13 @@ def run_streamer(
         "tasks_restarted": len(rec["tasks_restarted"]),
         "phases_s": {
             k: None if rec[k] is None else rec[k] - kill
-            for k in ("detected_at", "deployed_at", "running_at", "channels_updated_at")
+            for k in (
+                "detected_at",
+                "deployed_at",
+                "plan_ready_at",
+                "running_at",
+                "channels_updated_at",
+            )
         },
         "fell_back": rec["fell_back"],
         "late_records": sum(

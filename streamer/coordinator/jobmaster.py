@@ -314,6 +314,7 @@ class JobMaster:
             await self._fall_back(task, rec, why)
             return
         rec.replay_from = restore[task]["replay_from"]
+        rec.plan_ready_at = time.time()
         self.scheduler.set_restore(restore)
         await deploy
 

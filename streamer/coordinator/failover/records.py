@@ -36,6 +36,7 @@ class FailoverRecord:
     detected_at: float
     kill_requested_at: float | None = None
     deployed_at: float | None = None
+    plan_ready_at: float | None = None  # lossless: its determinants were collected
     state_restored_at: float | None = None
     running_at: float | None = None
     channels_updated_at: float | None = None
