@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
 
+import orjson
 from confluent_kafka import KafkaException
 
 from streamer.connectors.client_config import check_kafka_config
@@ -43,7 +44,7 @@ from streamer.connectors.kafka_common import (
     base_config,
     topic_partitions,
 )
-from streamer.connectors.serde import Serde, get_serde
+from streamer.connectors.serde import JsonSerde, Serde, StrSerde, get_serde
 from streamer.errors import ConfigError, ConnectorError
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 POLL_EVERY = 1000
 """Records produced between two ``poll(0)`` calls (they serve failure callbacks only)."""
 _T = TypeVar("_T")
+_dumps = orjson.dumps
 
 
 class Delivery(Enum):
@@ -110,6 +112,8 @@ class KafkaSink:
         self.delivery = Delivery.parse(delivery)
         self.key_serde = get_serde(key_serde)
         self.value_serde = get_serde(value_serde)
+        self._str_keys = type(self.key_serde) is StrSerde
+        self._json_values = type(self.value_serde) is JsonSerde
         self.transactional_id = transactional_id(job, vertex, subtask, topic)
         self.marker_group = f"{self.transactional_id}-{run_id}-commits"
         self.metadata_timeout = metadata_timeout
@@ -211,35 +215,38 @@ class KafkaSink:
         """Produce one record (or hold it while the open transaction is sealed)."""
         if self._producer is None:
             raise ConnectorError(f"sink for topic {self.topic!r} is not open: call open() first")
-        item: _Pending = (
-            self.key_serde.serialize(key),
-            self.value_serde.serialize(value),
-            partition,
-            timestamp,
-        )
+        # the built-in serdes inline (a str key, a JSON value): no Python call per record
+        if key.__class__ is str and self._str_keys:
+            key = key.encode()
+        else:
+            key = self.key_serde.serialize(key)
+        if self._json_values:
+            value = None if value is None else _dumps(value)
+        else:
+            value = self.value_serde.serialize(value)
         if self._sealed_epoch is not None:
             if not self._held or self._held[-1][0] is not None:
                 self._held.append((None, []))
-            self._held[-1][1].append(item)
+            self._held[-1][1].append((key, value, partition, timestamp))
             return
-        self._produce(item)
+        self._produce(key, value, partition, timestamp)
 
-    def _produce(self, item: _Pending) -> None:
-        key, value, partition, timestamp = item
+    def _produce(
+        self, key: bytes | None, value: bytes | None, partition: int | None, timestamp: int | None
+    ) -> None:
         producer = self._producer
-        # positional: produce(topic, value, key, partition (-1: the partitioner's),
-        # on_delivery (the producer's), timestamp (0: now)); no kwargs dict per record
-        args = (
-            self.topic,
-            value,
-            key,
-            -1 if partition is None else partition,
-            None,
-            timestamp or 0,
-        )
         while True:
             try:
-                producer.produce(*args)
+                # positional: produce(topic, value, key, partition (-1: the partitioner's),
+                # on_delivery (the producer's), timestamp (0: now)); no kwargs dict
+                producer.produce(
+                    self.topic,
+                    value,
+                    key,
+                    -1 if partition is None else partition,
+                    None,
+                    timestamp or 0,
+                )
                 break
             except BufferError:  # local queue full: wait for deliveries (backpressure)
                 producer.poll(0.05)
@@ -293,7 +300,7 @@ class KafkaSink:
             sealed, records = self._held[0]
             self._held.pop(0)
             for item in records:
-                self._produce(item)
+                self._produce(*item)
             if sealed is None:
                 break  # records of the epoch in progress: the transaction stays open
             if sealed <= epoch:

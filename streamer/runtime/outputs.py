@@ -155,7 +155,7 @@ class NetworkOutputs:
 class WriterOutput:
     """Chain tail feeding every output edge's ``RecordWriter`` (hash edges with their key)."""
 
-    __slots__ = ("_blocked", "_blocked_since", "_writers", "records", "waits")
+    __slots__ = ("_blocked", "_blocked_since", "_emit", "_key_fn", "_writers", "records", "waits")
 
     def __init__(self, writers: list[tuple[RecordWriter, Callable[[Any], Any] | None]]) -> None:
         self._writers = writers
@@ -164,9 +164,19 @@ class WriterOutput:
         """Records the chain emitted (data only: determinants are broadcast beside it)."""
         self._blocked = 0.0
         self._blocked_since: float | None = None
+        # one output edge (the usual case): its emit and key function, without the loop
+        self._emit = writers[0][0].emit if len(writers) == 1 else None
+        self._key_fn = writers[0][1] if len(writers) == 1 else None
 
     def collect(self, value: Any, ts: int | None) -> None:
         self.records += 1
+        emit = self._emit
+        if emit is not None:
+            key_fn = self._key_fn
+            wait = emit([ts, value]) if key_fn is None else emit([ts, value], key_fn(value))
+            if wait is not None:
+                self.waits.append(wait)
+            return
         record = [ts, value]
         for writer, key_fn in self._writers:
             wait = writer.emit(record) if key_fn is None else writer.emit(record, key_fn(value))

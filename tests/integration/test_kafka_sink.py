@@ -77,6 +77,38 @@ def test_records_after_prepare_wait_for_the_next_transaction(
     assert values(kafka_bootstrap, topic, expected=3, idle=0.5) == [{"e": 1}, {"e": 2}, {"e": 3}]
 
 
+@pytest.mark.parametrize(
+    ("serdes", "writes", "expected"),
+    [
+        (  # the default serdes (inlined on the hot path): str keys, JSON values
+            {},
+            [({"a": 1}, "k"), ({"b": [1, 2]}, 7), (None, b"raw"), ("x", None)],
+            [(b"k", b'{"a":1}'), (b"7", b'{"b":[1,2]}'), (b"raw", None), (None, b'"x"')],
+        ),
+        (  # other serdes go through their serialize()
+            {"key_serde": "bytes", "value_serde": "str"},
+            [("text", b"kb"), (5, None)],
+            [(b"kb", b"text"), (None, b"5")],
+        ),
+    ],
+)
+def test_records_are_encoded_by_the_serdes(
+    kafka_bootstrap: str,
+    kafka_topics: TopicFactory,
+    serdes: dict[str, str],
+    writes: list[tuple[object, object]],
+    expected: list[tuple[bytes | None, bytes | None]],
+) -> None:
+    topic = kafka_topics.create(1)
+    sink = KafkaSink(kafka_bootstrap, topic, **serdes)  # type: ignore[arg-type]
+    sink.open()
+    for value, key in writes:
+        sink.write(value, key)
+    sink.close()
+    got = read_topic(kafka_bootstrap, topic, expected=len(expected), idle=0.5)
+    assert [(r.key, r.value) for r in got] == expected
+
+
 def test_a_later_commit_covers_earlier_sealed_epochs(
     kafka_bootstrap: str, kafka_topics: TopicFactory
 ) -> None:
