@@ -314,6 +314,8 @@ class JobMaster:
             await self._fall_back(task, rec, why)
             return
         rec.replay_from = restore[task]["replay_from"]
+        # the replay carries the barriers of checkpoints its failure aborted: not snapshotted
+        restore[task]["aborted_through"] = self.checkpoints.next_id - 1
         rec.plan_ready_at = time.time()
         self.scheduler.set_restore(restore)
         await deploy

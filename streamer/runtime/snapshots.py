@@ -109,7 +109,8 @@ class TaskSnapshotter:
                 sink_epochs = pending
                 meta["sink_records"] = sum(len(records) for _, records in pending)
         snapshot: TaskSnapshot | None = None
-        if checkpoint_id <= self.aborted_up_to:
+        aborted = checkpoint_id <= self.aborted_up_to
+        if aborted:
             reason = f"checkpoint {checkpoint_id} was aborted before this task's snapshot"
         else:
             try:
@@ -118,7 +119,7 @@ class TaskSnapshotter:
                 reason = exc.reason
         self._forward_barrier(checkpoint_id)
         if snapshot is None:
-            self._decline(checkpoint_id, reason)
+            self._decline(checkpoint_id, reason, expected=aborted)
             return False
         self.taken += 1
         state = {
@@ -149,9 +150,11 @@ class TaskSnapshotter:
         for writer in self.writers:
             writer.broadcast_event(barrier)
 
-    def _decline(self, checkpoint_id: int, reason: str) -> None:
+    def _decline(self, checkpoint_id: int, reason: str, *, expected: bool = False) -> None:
+        """``expected``: the coordinator aborted it already (INFO, not a WARNING)."""
         self.declined += 1
-        log.warning(
+        log.log(
+            logging.INFO if expected else logging.WARNING,
             "task %s declines checkpoint %d (barrier forwarded, processing goes on): %s",
             self.task, checkpoint_id, reason,
         )  # fmt: skip

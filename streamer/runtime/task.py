@@ -243,6 +243,8 @@ class Task:
             sink=self.commits.output,
             event_time=self._event_time_state,
         )
+        if restore.get("aborted_through"):  # a lossless replay carries their barriers
+            self.snapshots.abort(int(restore["aborted_through"]))
         if restore.get("event_time"):
             if self.inputs is not None:
                 self.inputs.restore_event_time(restore["event_time"], self.watermarks)

@@ -171,14 +171,20 @@ def test_a_missing_pending_directory_is_declined_without_recreating_it(h: Harnes
     assert h.barriers() == [4]
 
 
-def test_a_checkpoint_aborted_before_its_snapshot_is_declined(h: Harness) -> None:
+def test_a_checkpoint_aborted_before_its_snapshot_is_declined(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Also what a lossless replay meets: the barriers of checkpoints its failure aborted
+    (the plan's ``aborted_through``) are forwarded without a snapshot, at INFO only."""
     pending = h.storage.begin(3)
     h.snapshotter.abort(3)
-    assert h.snapshotter.take(3) is False
+    with caplog.at_level(logging.INFO):
+        assert h.snapshotter.take(3) is False
     assert h.kinds() == ["checkpoint_declined"]
     assert "aborted" in h.sent[0][1]["reason"]
     assert not (pending.path / "tasks").exists()
     assert h.barriers() == [3]
+    assert [r.levelno for r in caplog.records if "declines" in r.getMessage()] == [logging.INFO]
 
 
 def test_a_rocksdb_failure_is_declined(h: Harness) -> None:
