@@ -282,6 +282,8 @@ class JobMaster:
         await self._carry_out(plan, rec, task)
 
     async def _carry_out(self, plan: FailoverPlan, rec: FailoverRecord, task: TaskId) -> None:
+        if not rec.in_progress:
+            return  # superseded meanwhile: the newer failover restarts the task
         self.failovers.claim(rec, plan.tasks)
         for why in (plan.fallback_reason, plan.lossy_reason):
             if why is not None:
@@ -332,7 +334,10 @@ class JobMaster:
         await self._fall_back(task, rec, reason)
 
     async def _fall_back(self, task: TaskId, rec: FailoverRecord, reason: str) -> None:
-        """The individual protocol gives up on ``task``: restart its region."""
+        """The individual protocol gives up on ``task``: restart its region (unless a
+        newer failover superseded ``rec`` while it waited: that one restarts it)."""
+        if not rec.in_progress:
+            return
         log.warning(
             "job %s: %s for %s; falling back to a region restart", self.job_id, reason, task
         )

@@ -43,3 +43,22 @@ def test_running_without_a_report_time_uses_the_receive_time() -> None:
     before = time.time()
     rec = log.running(TASK)
     assert rec is not None and before <= rec.running_at <= time.time()
+
+
+def test_a_superseded_failover_claims_nothing_so_checkpoints_can_start_again() -> None:
+    """A lossless failover that was superseded while it collected determinants, and
+    then falls back to its region, must not own tasks: it would never end, and
+    ``active`` (which holds back every checkpoint) would stay true for good."""
+    log = FailoverLog()
+    other = TaskId("count", 2)
+    first = log.open(TASK, 0, "individual", "process killed by signal 9")
+    log.claim(first, [TASK])
+    second = log.open(other, 0, "individual", "process killed by signal 9")
+    log.claim(second, [TASK, other])  # a region restart that includes TASK
+    assert first.status == "superseded" and first.superseded_by == second.id
+    log.claim(first, [TASK, other])  # the first one's late fall-back to its region
+    assert log.owner(TASK) is second and log.owner(other) is second
+    log.running(TASK)
+    log.running(other)
+    assert log.set_done_if_all_running(second)
+    assert not log.active

@@ -110,7 +110,11 @@ class FailoverLog:
 
     def claim(self, rec: FailoverRecord, tasks: Iterable[TaskId]) -> None:
         """``rec`` restarts ``tasks``; an older failover still waiting for one of them
-        is superseded (``rec`` finishes its work)."""
+        is superseded (``rec`` finishes its work). A record that already ended (it
+        was superseded while it waited) claims nothing: were it to own a task, it
+        would never end, and no checkpoint would start again."""
+        if not rec.in_progress:
+            return
         tasks = set(tasks)
         rec.tasks_restarted = sorted(str(t) for t in tasks)
         for task in tasks:
