@@ -3,10 +3,10 @@
 - ``ExecutionStore``: every task's attempt, placement, address and state;
 - ``Scheduler``: deploys attempts on ``SlotPool`` slots and answers hellos;
 - ``FailoverHandler``: turns a failure into a ``FailoverPlan`` value, which
-  ``_carry_out`` executes: ``RESTART`` (cancel the set, restore it from the last
-  checkpoint, redeploy it spread over the workers) or ``INDIVIDUAL`` (the
-  single-task protocol in ``failover.individual``, falling back to a region
-  restart when its consumers do not switch channels in time);
+  ``Restarts`` (``failover.restarts``) carries out: ``RESTART`` (cancel the set,
+  restore it from the last checkpoint, redeploy it spread over the workers) or
+  ``INDIVIDUAL`` (the single-task protocol in ``failover.individual``, falling
+  back to a region restart when its consumers do not switch channels in time);
 - ``FailoverLog``: the records, and which failover owns each restarting task;
 - ``LossAccounting``: what a lossy individual failover lost;
 - ``CheckpointCoordinator``: checkpoints, through the narrow ``CheckpointView``
@@ -29,11 +29,12 @@ from streamer.connectors.exchange_topics import prepare_exchange_topics
 from streamer.coordinator.checkpoints import open_checkpoints
 from streamer.coordinator.diagnostics import DEFAULT_KAFKA_TIMEOUT, JobDiagnostics
 from streamer.coordinator.execution import ExecutionStore
-from streamer.coordinator.failover import FailoverHandler, FailoverLog, FailoverPlan, Recovery
+from streamer.coordinator.failover import FailoverHandler, FailoverLog, Recovery
 from streamer.coordinator.failover.handler import REPLAY_FAILED
 from streamer.coordinator.failover.individual import IndividualProtocol
 from streamer.coordinator.failover.losses import LossAccounting
-from streamer.coordinator.failover.records import SUPERSEDED, FailoverRecord
+from streamer.coordinator.failover.records import SUPERSEDED
+from streamer.coordinator.failover.restarts import Restarts
 from streamer.coordinator.scheduler import Deployed, Scheduler
 from streamer.coordinator.slots import SlotPool, WorkerInfo
 from streamer.coordinator.status import job_status, job_summary
@@ -124,6 +125,20 @@ class JobMaster:
             job_running=lambda: self.state == S.RUNNING,
             spawn=self._spawn,
         )
+        self.restarts = Restarts(
+            job_id,
+            self.eg,
+            self.tasks,
+            failovers=self.failovers,
+            handler=self.handler,
+            individual=self.individual,
+            losses=self.losses,
+            scheduler=self.scheduler,
+            checkpoints=self.checkpoints,
+            deploy=self._deploy,
+            running=lambda: self.state == S.RUNNING,
+            spawn=self._spawn,
+        )
 
     @property
     def slots(self) -> SlotPool:
@@ -212,7 +227,7 @@ class JobMaster:
         if state == S.RUNNING:
             rec = self.failovers.running(task, report.at)
             if rec is not None and rec.strategy == "individual" and not rec.fell_back:
-                self._spawn(self._switch_consumers(task, rec))
+                self._spawn(self.restarts.switch_consumers(task, rec))
             elif rec is not None:
                 self.failovers.set_done_if_all_running(rec)
         elif state == S.FINISHED:
@@ -279,83 +294,7 @@ class JobMaster:
         if self.tasks[task].attempt != attempt:  # during the delay, another restart took it
             self.failovers.ended(rec, SUPERSEDED)
             return
-        await self._carry_out(plan, rec, task)
-
-    async def _carry_out(self, plan: FailoverPlan, rec: FailoverRecord, task: TaskId) -> None:
-        if not rec.in_progress:
-            return  # superseded meanwhile: the newer failover restarts the task
-        self.failovers.claim(rec, plan.tasks)
-        for why in (plan.fallback_reason, plan.lossy_reason):
-            if why is not None:
-                log.warning("job %s: %s: %s", self.job_id, task, why)
-        if plan.fallback_reason is not None:
-            rec.fall_back(plan.fallback_reason)
-        rec.lossy_reason = plan.lossy_reason or rec.lossy_reason
-        if plan.recovery == Recovery.INDIVIDUAL:
-            await self._restart_individual(task, rec, plan.lossless)
-        else:
-            await self._restart_set(plan.tasks, rec)
-
-    async def _restart_individual(self, task: TaskId, rec: FailoverRecord, lossless: bool) -> None:
-        self.losses.start(rec, task)
-        last = self.checkpoints.last_completed
-        self.individual.isolate(task, last or None)
-        previous = self.tasks[task].worker_id
-        self.tasks.new_attempt(task)
-        restore = self.checkpoints.restore_plans({task})
-        if not lossless:
-            self.scheduler.set_restore(restore)
-            await self._deploy(task, prefer=previous)  # back where it ran: warm and local
-            return
-        # the new attempt starts while its determinants are collected; its plan waits
-        self.scheduler.hold_restore(task, hint=restore[task])
-        deploy = asyncio.ensure_future(self._deploy(task, prefer=previous))
-        why = await self.individual.prepare_replay(task, restore[task], last)
-        if why is not None:
-            await deploy  # (then the region restart cancels it)
-            await self._fall_back(task, rec, why)
-            return
-        rec.replay_from = restore[task]["replay_from"]
-        # the replay carries the barriers of checkpoints its failure aborted: not snapshotted
-        restore[task]["aborted_through"] = self.checkpoints.next_id - 1
-        rec.plan_ready_at = time.time()
-        self.scheduler.set_restore(restore)
-        await deploy
-
-    async def _switch_consumers(self, task: TaskId, rec: FailoverRecord) -> None:
-        reason = await self.individual.update_consumers(task, rec.replay_from)
-        if not rec.in_progress or self.state != S.RUNNING:
-            return  # superseded meanwhile, or the job is ending
-        if reason is None:
-            rec.channels_updated_at = time.time()
-            self.failovers.done(rec)
-            self._spawn(self.losses.count(rec, task))
-            return
-        await self._fall_back(task, rec, reason)
-
-    async def _fall_back(self, task: TaskId, rec: FailoverRecord, reason: str) -> None:
-        """The individual protocol gives up on ``task``: restart its region (unless a
-        newer failover superseded ``rec`` while it waited: that one restarts it)."""
-        if not rec.in_progress:
-            return
-        log.warning(
-            "job %s: %s for %s; falling back to a region restart", self.job_id, reason, task
-        )
-        rec.fall_back(reason)
-        plan = self.handler.fallback(task)
-        self.failovers.claim(rec, plan.tasks)
-        await self._restart_set(plan.tasks, rec)
-
-    async def _restart_set(self, tasks: frozenset[TaskId], rec: FailoverRecord) -> None:
-        """Cancel every task of the set (old attempts), then redeploy them all as
-        attempt+1, restored from the last checkpoint and spread over the workers."""
-        if self.state != S.RUNNING:
-            return
-        self.losses.forget(rec)
-        await self.scheduler.cancel_for_restart(tasks)
-        self.scheduler.set_restore(self.checkpoints.restore_plans(set(tasks)))
-        ordered = [t for t in self.eg.tasks if t in tasks]  # producers first: fewer waits
-        await asyncio.gather(*(self._deploy(t) for t in ordered))
+        await self.restarts.carry_out(plan, rec, task)
 
     # ----------------------------------------------------------------- job end
     async def _fail_job(self, reason: str) -> None:
