@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from streamer.connectors.client_config import check_kafka_config
 from streamer.connectors.dead_letter import DeadLetterWriter, DecodeErrorPolicy
 from streamer.connectors.health import KafkaHealth
@@ -27,7 +29,7 @@ from streamer.connectors.kafka_common import (
     base_config,
     topic_partitions,
 )
-from streamer.connectors.serde import Serde, get_serde
+from streamer.connectors.serde import JsonSerde, Serde, StrSerde, get_serde
 from streamer.connectors.source_partitions import (
     PartitionAssigner,
     SourcePositions,
@@ -39,6 +41,7 @@ from streamer.errors import ConfigError, ConnectorError
 __all__ = ["KafkaSource", "SourceMetrics", "SourceRecord", "StartFrom", "owned_partitions"]
 
 log = logging.getLogger(__name__)
+_loads = orjson.loads
 
 
 @dataclass(slots=True)
@@ -124,7 +127,10 @@ class KafkaSource:
                 kafka_config=self.kafka_config,
             )
         self._tracked = SourcePositions(topic)
-        self._positions = self._tracked.next  # the same dict: read per record
+        self._positions = self._tracked.next  # the same dicts: read per record
+        self._ends = self._tracked.ends
+        self._str_keys = type(self.key_serde) is StrSerde
+        self._json_values = type(self.value_serde) is JsonSerde
         self._partitions = PartitionAssigner(
             self._tracked,
             bootstrap_servers,
@@ -220,33 +226,52 @@ class KafkaSource:
             messages = [first, *rest]
         else:
             messages = self._consumer.consume(num_messages=max_records, timeout=0)
+        return self._decode(messages)
+
+    def _decode(self, messages: list[Any]) -> list[SourceRecord]:
+        """The records of ``messages`` past our positions, decoded; positions advanced."""
         out: list[SourceRecord] = []
-        for i, msg in enumerate(messages):
-            err = msg.error()
-            if err is not None:
-                if err.fatal():
-                    raise ConnectorError(f"source for topic {self.topic!r} failed: {err.str()}")
-                log.warning("source %s[%d]: %s", self.topic, self.subtask, err.str())
-                continue
-            partition, offset = msg.partition(), msg.offset()
-            if self.bounded and offset >= self._tracked.ends.get(partition, 1 << 62):
-                continue
-            if offset < self._positions.get(partition, 0):
-                continue  # already delivered (a re-fetch after a seek)
-            raw_key, raw_value = msg.key(), msg.value()
-            try:
-                key = self.key_serde.deserialize(raw_key)
-                value = self.value_serde.deserialize(raw_value)
-            except Exception as exc:  # noqa: BLE001 - any serde failure is a decode error
-                if not self._on_decode_error(msg, exc, messages[i:]):
-                    return out
-                self._positions[partition] = offset + 1
-                continue
-            ts = msg.timestamp()[1]
-            out.append(SourceRecord(key, value, self.topic, partition, offset, ts))
-            self._positions[partition] = offset + 1
-            self.metrics.bytes_in += len(raw_value or b"") + len(raw_key or b"")
-        self.metrics.records_in += len(out)
+        topic, positions, bounded, ends = self.topic, self._positions, self.bounded, self._ends
+        # the built-in serdes inline (str keys, JSON values): no Python call per record
+        str_keys, json_values = self._str_keys, self._json_values
+        key_serde, value_serde = self.key_serde, self.value_serde
+        nbytes = 0
+        try:
+            for i, msg in enumerate(messages):
+                err = msg.error()
+                if err is not None:
+                    if err.fatal():
+                        raise ConnectorError(f"source for topic {topic!r} failed: {err.str()}")
+                    log.warning("source %s[%d]: %s", topic, self.subtask, err.str())
+                    continue
+                partition, offset = msg.partition(), msg.offset()
+                if bounded and offset >= ends.get(partition, 1 << 62):
+                    continue
+                if offset < positions.get(partition, 0):
+                    continue  # already delivered (a re-fetch after a seek)
+                raw_key, raw_value = msg.key(), msg.value()
+                try:
+                    if raw_key is None:
+                        key = None if str_keys else key_serde.deserialize(None)
+                    else:
+                        key = raw_key.decode() if str_keys else key_serde.deserialize(raw_key)
+                    if raw_value is None:
+                        value = None if json_values else value_serde.deserialize(None)
+                    elif json_values:
+                        value = _loads(raw_value)
+                    else:
+                        value = value_serde.deserialize(raw_value)
+                except Exception as exc:  # noqa: BLE001 - any serde failure is a decode error
+                    if not self._on_decode_error(msg, exc, messages[i:]):
+                        return out
+                    positions[partition] = offset + 1
+                    continue
+                out.append(SourceRecord(key, value, topic, partition, offset, msg.timestamp()[1]))
+                positions[partition] = offset + 1
+                nbytes += len(raw_value or b"") + len(raw_key or b"")
+        finally:
+            self.metrics.bytes_in += nbytes
+            self.metrics.records_in += len(out)
         return out
 
     def _on_decode_error(self, msg: Any, exc: Exception, rest: list[Any]) -> bool:

@@ -39,6 +39,45 @@ def fill(bootstrap: str, topic: str, partitions: int, per_partition: int) -> Non
     )
 
 
+@pytest.mark.parametrize(
+    ("serdes", "expected"),
+    [
+        (  # the default serdes (inlined on the hot path): str keys, JSON values
+            {},
+            [("k", {"a": [1, "x"]}), (None, None), ("é", "text"), ("", 7)],
+        ),
+        (  # other serdes go through their deserialize()
+            {"key_serde": "bytes", "value_serde": "str"},
+            [(b"k", '{"a":[1,"x"]}'), (None, None), ("é".encode(), '"text"'), (b"", "7")],
+        ),
+    ],
+)
+def test_records_are_decoded_by_the_serdes_and_counted(
+    kafka_bootstrap: str,
+    kafka_topics: TopicFactory,
+    serdes: dict[str, str],
+    expected: list[tuple[Any, Any]],
+) -> None:
+    topic = kafka_topics.create(1)
+    raw = [
+        (b"k", b'{"a":[1,"x"]}'),
+        (None, None),  # a null key and a tombstone
+        ("é".encode(), b'"text"'),
+        (b"", b"7"),
+    ]
+    produce_records(kafka_bootstrap, topic, raw, raw=True)
+    source = KafkaSource(kafka_bootstrap, topic, **serdes)  # type: ignore[arg-type]
+    source.open()
+    try:
+        got = drain(source, len(raw))
+    finally:
+        source.close()
+    assert [(r.key, r.value) for r in got] == expected
+    assert [r.offset for r in got] == [0, 1, 2, 3]
+    assert source.metrics.records_in == 4
+    assert source.metrics.bytes_in == sum(len(k or b"") + len(v or b"") for k, v in raw)
+
+
 @pytest.mark.parametrize(("parallelism", "partitions"), [(1, 1), (2, 4), (3, 8), (4, 3), (5, 2)])
 def test_partition_ownership(
     kafka_bootstrap: str, kafka_topics: TopicFactory, parallelism: int, partitions: int
