@@ -110,7 +110,7 @@ def test_builtin_kinds_are_registered_with_their_schemas() -> None:
         "prepare_job": ({"job_id", "job_ref"}, set()),
         "deploy_task": (
             {"job_id", "job_ref", "job_graph", "task", "attempt", "config"},
-            {"restore"},
+            {"restore", "restore_hint"},
         ),
         "deployed": ({"pid"}, {"log_file"}),
         "cancel_task": ({"job_id", "task", "attempt"}, set()),
