@@ -150,33 +150,9 @@ def latency(
         with LocalCluster(2, slots=8, work_dir=work, cwd=repo, env=env) as cluster:
             job_id = cluster.submit(KEYED_COUNT, job_config(bootstrap, work, src, out, delivery))
             cluster.wait_for(job_id, all_running, timeout=120, what="all running")
-            reader = Child(
-                "streamer.bench.loadgen",
-                ["read", "--bootstrap", bootstrap, "--topic", out, "--count", str(count),
-                 "--isolation", isolation, "--timeout", str(seconds * 2 + 60),
-                 "--out", str(work / "out")],
-            )  # fmt: skip
-            feeder: Child | None = None
-            try:
-                reader.wait_line("ready")
-                feeder = Child(
-                    "streamer.bench.loadgen",
-                    ["feed", "--bootstrap", bootstrap, "--topic", src, "--count", str(count),
-                     "--rate", str(rate), "--times", str(work / "times")],
-                )  # fmt: skip
-                stalled, wall = cpu_pressure(), time.monotonic()
-                fed = feeder.result(timeout=seconds * 3 + 60)
-                stalled_end = cpu_pressure()
-                pressure = (
-                    None
-                    if stalled is None or stalled_end is None
-                    else (stalled_end - stalled) / (time.monotonic() - wall)
-                )
-                got = reader.result(timeout=seconds * 2 + 90)
-            finally:
-                for child in (feeder, reader):
-                    if child is not None:
-                        child.stop()
+            fed, got, pressure = feed_and_read(
+                bootstrap, src, out, count, rate, seconds, isolation, work
+            )
         measured = latencies(work / "times", work / "out", count)
         if trace_dir is not None:
             from streamer.bench.breakdown import from_run
@@ -205,33 +181,53 @@ def broker_alone(bootstrap: str, rate: float, seconds: float) -> dict[str, Any]:
     ):
         work = Path(work_dir)
         topic = topics.create(8, config=APPEND_TIME)
-        reader = Child(
-            "streamer.bench.loadgen",
-            ["read", "--bootstrap", bootstrap, "--topic", topic, "--count", str(count),
-             "--isolation", "read_uncommitted", "--timeout", str(seconds * 2 + 60),
-             "--out", str(work / "out")],
-        )  # fmt: skip
-        feeder: Child | None = None
-        try:
-            reader.wait_line("ready")
-            feeder = Child(
-                "streamer.bench.loadgen",
-                ["feed", "--bootstrap", bootstrap, "--topic", topic, "--count", str(count),
-                 "--rate", str(rate), "--times", str(work / "times")],
-            )  # fmt: skip
-            stalled, wall = cpu_pressure(), time.monotonic()
-            fed = feeder.result(timeout=seconds * 3 + 60)
-            stalled_end = cpu_pressure()
-            got = reader.result(timeout=seconds * 2 + 90)
-        finally:
-            for child in (feeder, reader):
-                if child is not None:
-                    child.stop()
+        fed, got, pressure = feed_and_read(
+            bootstrap, topic, topic, count, rate, seconds, "read_uncommitted", work
+        )
         measured = latencies(work / "times", work / "out", count)
-    pressure = None if stalled is None or stalled_end is None else (
-        (stalled_end - stalled) / (time.monotonic() - wall)
-    )  # fmt: skip
     return {"rate": rate, "seconds": seconds, "cpu_pressure": pressure, **fed, **got, **measured}
+
+
+def feed_and_read(
+    bootstrap: str,
+    src: str,
+    out: str,
+    count: int,
+    rate: float,
+    seconds: float,
+    isolation: str,
+    work: Path,
+) -> tuple[dict[str, Any], dict[str, Any], float | None]:
+    """Feed ``count`` records into ``src`` at ``rate`` while a reader takes them from
+    ``out`` (``work/times``, ``work/out.*``); returns what the feeder and the reader
+    said and the CPU pressure during the feed (share of time a task waited for a CPU,
+    None where the kernel does not say). Both children are stopped, always."""
+    reader = Child(
+        "streamer.bench.loadgen",
+        ["read", "--bootstrap", bootstrap, "--topic", out, "--count", str(count),
+         "--isolation", isolation, "--timeout", str(seconds * 2 + 60),
+         "--out", str(work / "out")],
+    )  # fmt: skip
+    feeder: Child | None = None
+    try:
+        reader.wait_line("ready")
+        feeder = Child(
+            "streamer.bench.loadgen",
+            ["feed", "--bootstrap", bootstrap, "--topic", src, "--count", str(count),
+             "--rate", str(rate), "--times", str(work / "times")],
+        )  # fmt: skip
+        stalled, wall = cpu_pressure(), time.monotonic()
+        fed = feeder.result(timeout=seconds * 3 + 60)
+        stalled_end = cpu_pressure()
+        pressure = None if stalled is None or stalled_end is None else (
+            (stalled_end - stalled) / (time.monotonic() - wall)
+        )  # fmt: skip
+        got = reader.result(timeout=seconds * 2 + 90)
+    finally:
+        for child in (feeder, reader):
+            if child is not None:
+                child.stop()
+    return fed, got, pressure
 
 
 def latencies(times_path: Path, out_prefix: Path, count: int) -> dict[str, Any]:
