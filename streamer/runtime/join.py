@@ -264,14 +264,12 @@ class DictJoinState:
         self._data = {}
         self._key = None
         self._cur = None
-        for key, entries in snapshot.get("keys", []):
-            k = _hashable(key)
-            per: list[dict[int, list[Any]]] = [{} for _ in range(self.n_inputs)]
-            for i, ts, recs in entries:
-                if recs:
-                    per[int(i)].setdefault(int(ts), []).extend(recs)
-            if any(per):
-                self._data[k] = per
+        self.load(
+            (_hashable(key), int(i), int(ts), recs)
+            for key, entries in snapshot.get("keys", [])
+            for i, ts, recs in entries
+            if recs
+        )
 
 
 def _hashable(value: Any) -> Any:
