@@ -83,7 +83,6 @@ class InputChannel:
         self._expected_seq = 0
         self._credit = 0
         self._unannounced = 0
-        self._credit_scheduled = False
         self._zero_credit_since: float | None = None
         self._in_ready = False
         self._reading_paused = False

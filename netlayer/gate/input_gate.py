@@ -89,7 +89,6 @@ class InputGate:
         self.is_finished = False
         self._ready: deque[int] = deque()
         self._waiter: asyncio.Future[None] | None = None
-        self._credit_channels: list[InputChannel] = []
         self._pending: tuple[int, list[Any]] | None = None
         self._pending_pos = 0
         self._batches = 0
@@ -277,25 +276,18 @@ class InputGate:
             waiter.set_result(None)
 
     def _recycle(self, ch: InputChannel) -> None:
-        """A buffer of ``ch`` was consumed: return its credit.
+        """A buffer of ``ch`` was consumed: its credit goes back in batches.
 
-        Credit is coalesced to one `AddCredit` per channel and loop iteration,
-        except when the producer holds less than half of its credit: then it is
-        returned at once, so a busy consumer never starves its producers.
+        Credit is returned once half of the channel's credit is unannounced (or
+        the channel's reading is paused). The producer therefore always holds
+        more than half of its credit while this gate keeps up (credit held +
+        unannounced + queued = ``credits_per_channel``), so it never waits on an
+        idle consumer, and a trickle of buffers costs one `AddCredit` per half
+        window instead of one per buffer (each one a syscall here and a wake-up
+        of the producer).
         """
         ch._unannounced += 1
-        if ch._credit * 2 < self.credits_per_channel:
-            ch._announce()
-        elif not ch._credit_scheduled:
-            ch._credit_scheduled = True
-            if not self._credit_channels:
-                asyncio.get_running_loop().call_soon(self._announce_credit)
-            self._credit_channels.append(ch)
-
-    def _announce_credit(self) -> None:
-        channels, self._credit_channels = self._credit_channels, []
-        for ch in channels:
-            ch._credit_scheduled = False
+        if ch._unannounced * 2 >= self.credits_per_channel or ch._reading_paused:
             ch._announce()
 
     def _corrupt(self, ch: InputChannel, exc: Exception) -> None:

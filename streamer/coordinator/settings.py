@@ -88,6 +88,7 @@ SETTINGS: dict[str, Check] = {
     "buffer_timeout": _number(),
     "metrics_interval": _number(positive=True),
     "idle_timeout_ms": _integer(optional=True),
+    "watermark_interval": _number(),
     "sink_commit_interval": _number(positive=True),
     "source_batch": _integer(minimum=1),
     "connect_timeout": _number(positive=True),

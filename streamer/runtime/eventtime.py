@@ -230,6 +230,15 @@ class SourceWatermarks:
             return self._emitted
         return None
 
+    def replayed(self, wm: int) -> None:
+        """A logged `poll` result is sent again (a lossless replay): take it as polled,
+        so the live polls that follow go on from it."""
+        if wm == IDLE_WATERMARK:
+            self._idle = True
+        else:
+            self._idle = False
+            self._emitted = max(self._emitted, wm)
+
     @property
     def emitted(self) -> int:
         """The largest watermark `current` returned (`MIN_WATERMARK` before any)."""

@@ -2,7 +2,10 @@
 
 Polls batches of records on the Kafka thread and feeds them to the chain on the
 loop; assigns timestamps and generates source watermarks (bounded
-out-of-orderness, per partition, idleness opt-in); takes the checkpoints the
+out-of-orderness, per partition, idleness opt-in), sent at most once per
+``watermark_interval`` (Flink's auto-watermark interval, default 200 ms; 0: after
+every batch): at low rates a watermark per batch is one more frame to every
+consumer per record; takes the checkpoints the
 coordinator triggers between batches: positions after the last emitted record,
 then the task's snapshot (which sends the barrier). When a checkpoint completes
 it commits those positions to Kafka (for lag monitoring only: recovery uses the
@@ -13,12 +16,14 @@ Lossless single-task recovery (``runtime.causal``): the order of a source's
 output depends on how its polls interleave its partitions and on where the
 coordinator's checkpoint triggers fall between batches. With a causal log on, it
 emits a determinant before each batch (``["s", [[partition, n], ...]]``, runs of
-partitions in emission order) and before each checkpoint barrier (``["b", id]``);
+partitions in emission order), before each checkpoint barrier (``["b", id]``) and
+before each watermark or idle marker (``["w", wm]``: when one is sent depends on
+the clock);
 a restarted attempt seeks to the restored checkpoint's offsets and replays that
 log: it polls into per-partition buffers and emits exactly the logged runs, takes
-the logged (aborted) checkpoints at the same points, then emits what is left in
-its buffers as its first live batch (so the positions a live checkpoint stores are
-those of emitted records) and goes on live.
+the logged (aborted) checkpoints and sends the logged watermarks at the same
+points, then emits what is left in its buffers as its first live batch (so the
+positions a live checkpoint stores are those of emitted records) and goes on live.
 
 Threading: the loop, except the blocking Kafka consumer calls, which run on one
 dedicated thread (the consumer is only touched there).
@@ -79,6 +84,8 @@ class SourceRunner:
         self._lags: dict[str, int] = {}
         self._lags_due = 0.0
         self._lags_interval = float(ctx.config.get("metrics_interval", 1.0))
+        self._wm_interval = float(ctx.config.get("watermark_interval", 0.2))
+        self._wm_due = 0.0
         self.trace = LatencyTrace.for_task(ctx)
         """Sampled stage times for a latency breakdown (None: off, the default)."""
 
@@ -163,14 +170,22 @@ class SourceRunner:
                 if entry[0] == "b":  # a (since aborted) checkpoint was taken here
                     await self._checkpoint(int(entry[1]), snapshotter)
                     continue
+                if entry[0] == "w":  # a watermark was sent here
+                    self._send_watermark(int(entry[1]), watermarks)
+                    continue
                 batch = await self._replayed(entry[1], batch_size)
+                live = False
             elif self._buffers:
                 batch = self._drain_buffers()  # the first live batch after a replay
+                live = True
             else:
                 batch = await self._next_live_batch(batch_size)
+                live = True
             if batch and broadcast is not None:
                 broadcast({DET: ["s", _runs(batch)]})
             self.counters.records_processed += self._take(batch, head, watermarks)
+            if live and self.marks is not None:
+                self._maybe_watermark(watermarks)
             if output.waits:
                 await output.drain()
             while self._triggers and not self._replay and not self._buffers:
@@ -203,8 +218,8 @@ class SourceRunner:
         return await loop.run_in_executor(self.kafka_thread, self._poll, batch_size, 0.05)
 
     def _take(self, batch: list[SourceRecord], head: Head, watermarks: WatermarkOutput) -> int:
-        """Feed ``batch`` to the chain (event time from the record or the assigner),
-        then advance the source's watermark; returns the records fed."""
+        """Feed ``batch`` to the chain (event time from the record or the assigner);
+        returns the records fed."""
         assigner = self._assigner
         marks = self.marks
         trace = self.trace
@@ -218,13 +233,37 @@ class SourceRunner:
             head(value, ts, 0)
         if trace is not None:
             trace.source_batch("emitted", batch)
-        if marks is not None:
-            wm = marks.poll(_now_ms())
-            if wm == IDLE_WATERMARK:
-                watermarks.send_idle()
-            elif wm is not None:
-                watermarks.advance(wm)
         return len(batch)
+
+    def _maybe_watermark(self, watermarks: WatermarkOutput) -> None:
+        """After a live batch (or an empty poll): send the watermark or idle marker, if
+        one is due and there is one (once per ``watermark_interval``)."""
+        assert self.marks is not None
+        now = time.monotonic()
+        if now < self._wm_due:
+            return
+        wm = self.marks.poll(_now_ms())
+        if wm is None:
+            return
+        self._wm_due = now + self._wm_interval
+        if self._broadcast is not None:
+            self._broadcast({DET: ["w", wm]})
+        self._send(wm, watermarks)
+
+    def _send_watermark(self, wm: int, watermarks: WatermarkOutput) -> None:
+        """Replay a logged watermark (its determinant goes out again, as it did)."""
+        if self.marks is not None:
+            self.marks.replayed(wm)
+        if self._broadcast is not None:
+            self._broadcast({DET: ["w", wm]})
+        self._send(wm, watermarks)
+
+    @staticmethod
+    def _send(wm: int, watermarks: WatermarkOutput) -> None:
+        if wm == IDLE_WATERMARK:
+            watermarks.send_idle()
+        else:
+            watermarks.advance(wm)
 
     @functools.cached_property
     def _assigner(self) -> Callable[[Any], int] | None:

@@ -107,9 +107,14 @@ def test_items_in_order_per_channel_and_credit_returned() -> None:
         items = drain(gate)
         assert [x for i, x in items if i == 0] == [1, 2, CheckpointBarrier(1), 3]
         assert [x for i, x in items if i == 1] == ["a"]
-        await asyncio.sleep(0)  # credit is announced once per loop iteration
-        assert sum(c0.credit_sent) == 2 and sum(c1.credit_sent) == 1
+        # credit goes back once half of it (2 of 4) is unannounced: c0 consumed 2
+        # buffers, c1 only 1, which is held until a second one is consumed
+        assert c0.credit_sent == [2] and c1.credit_sent == []
         assert gate.channels[0].snapshot().credit == 4
+        assert gate.channels[1].snapshot().credit == 3
+        send_records(gate, 1, c1, ["b"])
+        assert [x for i, x in drain(gate)] == ["b"]
+        assert c1.credit_sent == [2] and gate.channels[1].snapshot().credit == 4
 
     run(main)
 
@@ -306,9 +311,9 @@ def test_metrics_gauges() -> None:
         snap = gate.metrics()[0]
         assert snap.buffers_queued == 3 and snap.credit == 1 and snap.buffers_in == 3
         drain(gate)
-        await asyncio.sleep(0)
-        snap = gate.metrics()[0]
-        assert snap.records_in == 3 and snap.buffers_queued == 0 and snap.credit == 4
+        snap = gate.metrics()[0]  # 2 of the 3 credits went back; the third waits for a 4th
+        assert snap.records_in == 3 and snap.buffers_queued == 0 and snap.credit == 3
+        assert conn.credit_sent == [2]
 
     run(main)
 
