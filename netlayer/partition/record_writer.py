@@ -21,6 +21,8 @@ __all__ = ["Emit", "EmitResult", "PartitionerName", "RecordWriter"]
 
 PartitionerName = Literal["forward", "hash", "rebalance", "broadcast"]
 EmitResult = Awaitable[None] | None
+MAX_LAZY = 256
+"""Lazy broadcasts held back at most: more go to every subpartition at once."""
 
 _dumps = orjson.dumps
 
@@ -60,6 +62,13 @@ class RecordWriter:
       lost); a retaining one is not skipped (what it gets is replayed);
     - ``broadcast``: serialized once, appended to every available subpartition.
 
+    ``broadcast_lazily(record)`` is a broadcast whose copy goes to a
+    subpartition right before the next record or event sent there (an event
+    catches every subpartition up), so a subpartition that gets no data costs
+    no frame. Where each copy lands depends only on the order of emits and
+    events, never on timers, so the same emits re-executed put them at the
+    same positions (lossless recovery's determinants, DESIGN.md §9).
+
     The per-record availability check reads ``ResultSubpartition._dropping``,
     which the subpartition keeps equal to ``state is CONSUMER_FAILED``.
     """
@@ -87,6 +96,10 @@ class RecordWriter:
         self._subs = partition.subpartitions
         self._n = n
         self._next = start_index % n
+        self._lazy: list[bytes] = []
+        """Serialized lazy broadcasts not yet sent to every subpartition."""
+        self._lazy_sent = [0] * n
+        """Per subpartition: how many of ``_lazy`` it already got."""
         if n == 1:
             self.emit = self._emit_single
         elif partitioner == "hash":
@@ -104,6 +117,8 @@ class RecordWriter:
         part = self.partition
         if not part._flush_armed:
             part._arm_flush()
+        if self._lazy:
+            self._catch_up(0)
         full = sp.serializer.add(_dumps(record))
         if full is None:
             return None
@@ -113,13 +128,16 @@ class RecordWriter:
         maxp = self.max_parallelism
         if key_group < 0:
             key_group = _key_group_of(key, maxp)
-        sp = self._subs[key_group * self._n // maxp]
+        i = key_group * self._n // maxp
+        sp = self._subs[i]
         if sp._dropping:
             sp.metrics.records_dropped += 1
             return None
         part = self.partition
         if not part._flush_armed:
             part._arm_flush()
+        if self._lazy:
+            self._catch_up(i)
         full = sp.serializer.add(_dumps(record))
         if full is None:
             return None
@@ -143,6 +161,8 @@ class RecordWriter:
         part = self.partition
         if not part._flush_armed:
             part._arm_flush()
+        if self._lazy:
+            self._catch_up(i)
         full = sp.serializer.add(_dumps(record))
         if full is None:
             return None
@@ -153,6 +173,8 @@ class RecordWriter:
         part = self.partition
         if not part._flush_armed:
             part._arm_flush()
+        if self._lazy:
+            self._catch_up_all()
         waiter: EmitResult = None
         for sp in self._subs:
             if sp._dropping:
@@ -184,8 +206,45 @@ class RecordWriter:
         """
         return self._emit_broadcast(record)
 
+    def broadcast_lazily(self, record: Any) -> None:
+        """``record`` to every subpartition, each copy right before the next record or
+        event that goes there (see the class). Serialized once; not to a subpartition
+        that drops. Never waits: a copy may overfill a queue by its few bytes."""
+        self._lazy.append(_dumps(record))
+        if len(self._lazy) >= MAX_LAZY:
+            part = self.partition
+            if not part._flush_armed:
+                part._arm_flush()
+            self._catch_up_all()
+
+    def _catch_up(self, i: int) -> None:
+        """Subpartition ``i`` gets the lazy broadcasts it has not got yet."""
+        lazy = self._lazy
+        sent = self._lazy_sent[i]
+        if sent == len(lazy):
+            return
+        self._lazy_sent[i] = len(lazy)
+        sp = self._subs[i]
+        if sp._dropping:
+            sp.metrics.records_dropped += len(lazy) - sent
+            return
+        for data in lazy[sent:]:
+            full = sp.serializer.add(data)
+            if full is not None:
+                sp._add_buffers(full)
+        if all(n == len(lazy) for n in self._lazy_sent):
+            self._lazy.clear()
+            self._lazy_sent = [0] * self._n
+
+    def _catch_up_all(self) -> None:
+        for i in range(self._n):
+            self._catch_up(i)
+
     def broadcast_event(self, event: RuntimeEvent) -> None:
-        """`ResultPartition.broadcast_event`: ``event`` after every record emitted so far."""
+        """`ResultPartition.broadcast_event`: ``event`` after every record emitted so far
+        (and every lazy broadcast)."""
+        if self._lazy:
+            self._catch_up_all()
         self.partition.broadcast_event(event)
 
     def flush(self) -> None:
@@ -193,4 +252,6 @@ class RecordWriter:
 
     def finish(self) -> None:
         """`ResultPartition.finish`: EndOfPartition on every subpartition."""
+        if self._lazy and not self.partition.finished:
+            self._catch_up_all()
         self.partition.finish()

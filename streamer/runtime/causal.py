@@ -5,9 +5,12 @@ its input: which channel the next batch comes from. With
 ``individual_recovery=lossless`` every task logs that order as **determinants**
 and keeps the only copy that matters **outside its process**, piggybacked on its
 output stream (as Clonos does): before it processes an input batch it emits a
-determinant record ``{"d": [channel, items]}`` to every consumer. A consumer
-therefore holds the determinant of every output it has seen, in order; the
-longest log among a failed task's consumers covers everything any of them saw.
+determinant record ``{"d": [channel, items]}`` for every consumer, which travels
+with the next record or event that consumer gets (`RecordWriter.broadcast_lazily`:
+no frame of its own, and a position that depends only on the order of emits). A
+consumer therefore holds the determinant of every output it has seen, in order
+(a prefix of the task's log); the longest log among a failed task's consumers
+covers everything any of them saw.
 
 Producer side (`DeterminantLog`): emits a determinant per batch and, for a
 restarted attempt, replays a recorded log: the input processor takes exactly

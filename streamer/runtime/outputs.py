@@ -122,10 +122,11 @@ class NetworkOutputs:
             for partition in self.partitions.values():
                 partition.restored_from(int(checkpoint_id))
 
-    def broadcast_record(self, record: Any) -> None:
-        """``record`` to every consumer of every output, in order with the data."""
+    def broadcast_lazily(self, record: Any) -> None:
+        """``record`` to every consumer of every output, each copy right before the next
+        record or event that consumer gets (`RecordWriter.broadcast_lazily`)."""
         for writer in self.writers:
-            writer.broadcast_record(record)
+            writer.broadcast_lazily(record)
 
     def data_address(self) -> str:
         """``host:port`` consumers connect to ("" without outputs)."""

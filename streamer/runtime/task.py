@@ -264,7 +264,7 @@ class Task:
 
     def _enable_causal_log(self, replay: list[Any] | None, restored_from: int | None) -> None:
         """Lossless recovery: determinants to the consumers; a restarted attempt replays."""
-        broadcast = self.outputs.broadcast_record if self.outputs.writers else None
+        broadcast = self.outputs.broadcast_lazily if self.outputs.writers else None
         if self.inputs is not None:
             self.inputs.enable_causal_log(broadcast, replay, restored_from)
             self.metric_sources.deduplicated = self.inputs.deduplicated

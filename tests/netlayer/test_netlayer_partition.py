@@ -21,6 +21,7 @@ from netlayer.partition import (
     SubpartitionEvent,
     SubpartitionState,
 )
+from netlayer.partition.record_writer import MAX_LAZY
 from netlayer.protocol.codec import FrameDecoder
 from netlayer.protocol.frames import Buffer, Error, Event, Message, PartitionResponse
 from netlayer.serialization import RecordDeserializer
@@ -170,6 +171,51 @@ def test_broadcast_record_goes_to_every_subpartition_whatever_the_partitioner() 
         part.flush()
         assert links[0].items() == [{"k": 0}, {"det": 1}]
         assert links[1].items() == links[2].items() == [{"det": 1}]
+
+    run(main)
+
+
+def test_a_lazy_broadcast_goes_to_a_subpartition_right_before_its_next_record_or_event() -> None:
+    async def main() -> None:
+        part = ResultPartition("p", 3, buffer_timeout=None)
+        links = [FakeLink() for _ in range(3)]
+        for sp, link in zip(part.subpartitions, links, strict=True):
+            sp.on_partition_request(link, 0, 10)
+        writer = RecordWriter(part, "hash", max_parallelism=6)  # key group k -> k // 2
+        writer.broadcast_lazily({"det": 1})
+        writer.emit({"k": 0}, key_group=0)
+        writer.broadcast_lazily({"det": 2})
+        writer.emit({"k": 1}, key_group=1)
+        writer.emit({"k": 2}, key_group=2)
+        part.flush()
+        assert links[0].items() == [{"det": 1}, {"k": 0}, {"det": 2}, {"k": 1}]
+        assert links[1].items() == [{"det": 1}, {"det": 2}, {"k": 2}]
+        assert links[2].items() == []  # a timer's flush sends no lazy copy
+        writer.broadcast_event(Watermark(5))
+        assert links[2].items() == [{"det": 1}, {"det": 2}, Watermark(5)]
+        assert writer._lazy == []  # every subpartition has them: they are let go
+        writer.broadcast_lazily({"det": 3})
+        writer.emit({"k": 4}, key_group=4)
+        part.flush()
+        assert links[2].items()[-2:] == [{"det": 3}, {"k": 4}]
+        assert links[0].items()[-1] == links[1].items()[-1] == Watermark(5)  # no det 3 yet
+
+    run(main)
+
+
+def test_lazy_broadcasts_past_the_bound_go_to_every_subpartition() -> None:
+    async def main() -> None:
+        part = ResultPartition("p", 2, buffer_timeout=None)
+        links = [FakeLink() for _ in range(2)]
+        for sp, link in zip(part.subpartitions, links, strict=True):
+            sp.on_partition_request(link, 0, 10)
+        writer = RecordWriter(part, "hash", max_parallelism=2)
+        for i in range(MAX_LAZY):
+            writer.broadcast_lazily({"det": i})
+        part.flush()
+        expected = [{"det": i} for i in range(MAX_LAZY)]
+        assert links[0].items() == links[1].items() == expected
+        assert writer._lazy == []
 
     run(main)
 

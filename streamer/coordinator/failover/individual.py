@@ -13,7 +13,7 @@
 Lossless (DESIGN.md §9): before step 2, ``collect_determinants`` asks the
 consumers what they took from the failed task since the restored checkpoint
 and returns the longest determinant log (every consumer holds a prefix of the
-same log); in step 3 the consumers are told to drop what the new attempt
+same log; all of them must answer); in step 3 the consumers are told to drop what the new attempt
 re-emits of it (``dedup_from``).
 
 Threading: the coordinator's loop only.
@@ -84,21 +84,34 @@ class IndividualProtocol:
         self, task: TaskId, checkpoint_id: int
     ) -> tuple[list[Any] | None, str]:
         """The longest determinant log of ``task`` since ``checkpoint_id`` among its
-        running consumers, or (None, why not)."""
+        consumers, or (None, why not).
+
+        Every consumer must be running and answer. A determinant travels with the
+        next output to each consumer (`RecordWriter.broadcast_lazily`), so a consumer
+        that failed too may have taken output, and the determinants it depends on,
+        that no other consumer saw; its own replay counts on the new attempt
+        re-emitting exactly that, which only the region restart guarantees."""
         requests = []
         for consumer in self.eg.consumers_of(task, ExchangeType.PIPELINED):
             ce = self.store[consumer]
             if ce.conn is None or ce.state != TaskState.RUNNING:
-                continue
+                return None, (
+                    f"{consumer}, a consumer of {task}, is not running (failed too?): what "
+                    "it took is not known, so lossless recovery restarts the region"
+                )
             for gate_index, channel in self.eg.channels_between(task, consumer):
                 body = {"gate": gate_index, "channel": channel, "checkpoint_id": checkpoint_id}
                 requests.append(ce.conn.request("get_determinants", body, timeout=self.timeout))
         replies = await asyncio.gather(*requests, return_exceptions=True)
-        logs = [
-            r.body.get("log") or []
-            for r in replies
-            if not isinstance(r, BaseException) and r.body.get("found")
-        ]
+        logs = []
+        for r in replies:
+            if isinstance(r, BaseException):
+                return None, (
+                    f"a consumer of {task} did not answer for its determinants ({r}): "
+                    "lossless recovery restarts the region"
+                )
+            if r.body.get("found"):
+                logs.append(r.body.get("log") or [])
         if not logs:
             return None, (
                 f"no running consumer of {task} holds its determinants since checkpoint "
