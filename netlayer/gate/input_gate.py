@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from ssl import SSLContext
 from typing import Any
 
@@ -89,6 +89,9 @@ class InputGate:
         self.is_finished = False
         self._ready: deque[int] = deque()
         self._waiter: asyncio.Future[None] | None = None
+        self.on_idle: Callable[[], None] | None = None
+        """Called when `next_batch` is about to wait because nothing is ready (a task
+        flushes its outputs there: nothing more is coming to fill their buffers)."""
         self._pending: tuple[int, list[Any]] | None = None
         self._pending_pos = 0
         self._batches = 0
@@ -222,6 +225,8 @@ class InputGate:
                 return batch
             if self.is_finished or self._closed:
                 return None
+            if self.on_idle is not None:
+                self.on_idle()
             waiter = asyncio.get_running_loop().create_future()
             self._waiter = waiter
             try:

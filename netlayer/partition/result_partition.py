@@ -98,9 +98,15 @@ class ResultPartition:
             sp.flush()
 
     def flush(self) -> None:
-        """Hand every partly filled buffer to its queue now."""
+        """Hand every partly filled buffer to its queue now (an armed flush timer is
+        cancelled: the next record arms it again)."""
         for sp in self.subpartitions:
             sp.flush()
+        timer = self._timer
+        if timer is not None:
+            timer.cancel()
+            self._timer = None
+            self._flush_armed = False
 
     def broadcast_event(self, event: RuntimeEvent) -> None:
         """Send ``event`` on every available subpartition, after all records emitted so far.

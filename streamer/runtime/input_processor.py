@@ -225,6 +225,7 @@ class InputProcessor:
         self._snapshotter = snapshotter
         self._watermarks = watermarks
         gate = self.gate
+        gate.on_idle = output.idle
         channel_input = self.channel_input
         counters = self.counters
         ledger, dets = self.ledger, self.dets

@@ -194,6 +194,12 @@ class WriterOutput:
             self._blocked += time.monotonic() - since
             self._blocked_since = None
 
+    def idle(self) -> None:
+        """The task has no input ready: send what its buffers hold now, rather than when
+        ``buffer_timeout`` runs out (lower latency, and no timer wake-up to come)."""
+        for writer, _ in self._writers:
+            writer.flush()
+
     def blocked_seconds(self) -> float:
         """Seconds spent waiting for room in the outputs (back-pressure), a wait going on
         now included."""
@@ -225,6 +231,9 @@ class SinkOutput:
 
     async def drain(self) -> None:
         return None
+
+    def idle(self) -> None:
+        """Nothing to do: the producer's own linger sends what it holds."""
 
     def on_barrier(self, checkpoint_id: int) -> list[tuple[int, list[list[Any]]]]:
         """Seal the epoch; returns ``(epoch, records)`` of every epoch not yet committed

@@ -58,6 +58,10 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _nothing() -> None:
+    pass
+
+
 def _runs(batch: list[SourceRecord]) -> list[list[int]]:
     """``[[partition, n], ...]``: the batch's partitions in emission order, run-length coded."""
     runs: list[list[int]] = []
@@ -86,6 +90,7 @@ class SourceRunner:
         self._lags_interval = float(ctx.config.get("metrics_interval", 1.0))
         self._wm_interval = float(ctx.config.get("watermark_interval", 0.2))
         self._wm_due = 0.0
+        self._idle: Callable[[], None] = _nothing
         self.trace = LatencyTrace.for_task(ctx)
         """Sampled stage times for a latency breakdown (None: off, the default)."""
 
@@ -162,6 +167,7 @@ class SourceRunner:
         with `_start`; the batch loop, replay and checkpoints stay here."""
         assert self.source is not None
         self._start(watermarks)
+        self._idle = output.idle
         batch_size = int(self.ctx.config.get("source_batch", 500))
         broadcast = self._broadcast
         while True:
@@ -214,6 +220,7 @@ class SourceRunner:
             # starves its own flush timers, sockets and checkpoint triggers
             await asyncio.sleep(0)
             return batch
+        self._idle()  # nothing fetched: what the outputs hold goes now (see WriterOutput.idle)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.kafka_thread, self._poll, batch_size, 0.05)
 

@@ -42,6 +42,9 @@ class ListGate:
 class Out:
     waits: list[Any] = []
 
+    def idle(self) -> None:
+        pass
+
 
 class Watermarks:
     current: int | None = None
