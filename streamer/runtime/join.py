@@ -84,6 +84,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 from streamer.errors import StreamerError
 from streamer.graph import OperatorSpec
 from streamer.runtime.eventtime import MIN_WATERMARK
@@ -128,6 +130,10 @@ class JoinState(Protocol):
       these may return ``{}`` and do nothing.
     """
 
+    copies_records: bool
+    """True: `buckets` hands out the state's own record objects, so the join copies
+    what it emits (a function that changes its arguments must not change the state)."""
+
     def set_current_key(self, key: Any) -> None: ...
 
     def add(self, input_index: int, ts: int, record: Any) -> None:
@@ -169,7 +175,12 @@ class JoinState(Protocol):
 
 
 class DictJoinState:
-    """`JoinState` in plain dicts: key -> input -> ts -> records (insertion ordered)."""
+    """`JoinState` in plain dicts: key -> input -> ts -> records (insertion ordered).
+
+    Its records are shared with the function (``copies_records`` is False, as in
+    the tests' oracle runs); the runtime keeps state in `RocksJoinState`."""
+
+    copies_records = False
 
     def __init__(self, n_inputs: int) -> None:
         self.n_inputs = n_inputs
@@ -182,14 +193,26 @@ class DictJoinState:
         self._cur = self._data.get(key)
 
     def add(self, input_index: int, ts: int, record: Any) -> None:
+        self.append(input_index, ts, record)
+
+    def append(self, input_index: int, ts: int, record: Any) -> list[Any]:
+        """`add`, returning the bucket (this state's own list)."""
         cur = self._cur
         if cur is None:
             cur = self._cur = self._data[self._key] = [{} for _ in range(self.n_inputs)]
         bucket = cur[input_index].get(ts)
         if bucket is None:
-            cur[input_index][ts] = [record]
+            bucket = cur[input_index][ts] = [record]
         else:
             bucket.append(record)
+        return bucket
+
+    def add_bucket(self, input_index: int, ts: int, records: list[Any]) -> None:
+        """Set the current key's bucket ``(input_index, ts)`` to ``records``."""
+        cur = self._cur
+        if cur is None:
+            cur = self._cur = self._data[self._key] = [{} for _ in range(self.n_inputs)]
+        cur[input_index][ts] = records
 
     def buckets(
         self, input_index: int, lo: int | None = None, hi: int | None = None
@@ -272,6 +295,15 @@ class DictJoinState:
         )
 
 
+def _copy(records: list[Any]) -> list[Any]:
+    """A deep copy of JSON-able records (the state's are JSON-able: RocksDB keeps them
+    as JSON); anything else is passed as it is."""
+    try:
+        return orjson.loads(orjson.dumps(records))  # type: ignore[no-any-return]
+    except orjson.JSONEncodeError:
+        return records
+
+
 def _hashable(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_hashable(v) for v in value)
@@ -336,6 +368,7 @@ class IntervalJoinOperator(ChainedOperator):
         self.lower_ms = lower_ms
         self.upper_ms = upper_ms
         self.state: JoinState = DictJoinState(self.n_inputs) if state is None else state
+        self._copy_records = self.state.copies_records
         self.on_late = on_late
         self.metrics = JoinMetrics(late_records=[0] * self.n_inputs)
         self._watermark = MIN_WATERMARK
@@ -435,12 +468,18 @@ class IntervalJoinOperator(ChainedOperator):
         return itertools.product(*parts)
 
     def _emit_all(self, combos: Iterable[tuple[tuple[int, Any], ...]]) -> None:
+        """Each combination to the function (or on as a list); as fresh copies when the
+        state says it hands out its own records (``copies_records``), so the buffered
+        records stay the state's whatever the function does with its arguments."""
         collect = self.output.collect
         fn = self.fn
         n = 0
+        copy = self._copy_records
         for combo in combos:
             ts = max(t for t, _ in combo)
             records = [r for _, r in combo]
+            if copy:
+                records = _copy(records)
             collect(records if fn is None else fn(*records), ts)
             n += 1
         self.metrics.results_emitted += n

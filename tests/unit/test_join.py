@@ -236,16 +236,56 @@ def test_join_on_rocksdb_state_matches_the_oracle(case: tuple[Any, ...]) -> None
     with tempfile.TemporaryDirectory() as tmp:
         backend = KeyedStateBackend.open(Path(tmp), max_parallelism=8, key_groups=range(8))
         try:
-            op, sink = make_op(n, lower, upper, state=RocksJoinState(backend, "join:j"))
+            op, sink = make_op(n, lower, upper, state=RocksJoinState(backend, "join:j", n))
             run_checking_state(op, sink, events, key_to_bytes)
             assert combos_of(sink.out) == oracle(events, n, lower, upper)
         finally:
             backend.close()
 
 
+@settings(max_examples=40, deadline=None)
+@given(streams())
+def test_join_on_rocksdb_with_a_mirror_too_small_for_its_keys_matches_the_oracle(
+    case: tuple[Any, ...],
+) -> None:
+    """A mirror that holds 2 keys keeps letting keys go and reading them back from
+    RocksDB: still the same buffer after every event and the same output."""
+    n, lower, upper, events = case
+    with tempfile.TemporaryDirectory() as tmp:
+        backend = KeyedStateBackend.open(Path(tmp), max_parallelism=8, key_groups=range(8))
+        try:
+            state = RocksJoinState(backend, "join:j", n, max_keys=2)
+            op, sink = make_op(n, lower, upper, state=state)
+            run_checking_state(op, sink, events, key_to_bytes)
+            assert combos_of(sink.out) == oracle(events, n, lower, upper)
+            assert len(state.mirror.keys()) <= 3  # the bound (and the current key)
+        finally:
+            backend.close()
+
+
+def test_a_function_that_changes_its_arguments_does_not_change_the_rocksdb_state(
+    tmp_path: Path,
+) -> None:
+    def tag(order: list[Any], payment: list[Any]) -> list[Any]:
+        order.append("seen")  # a careless function: changes the buffered order
+        return [order[1], payment[1], len(order)]
+
+    backend = KeyedStateBackend.open(tmp_path, max_parallelism=8, key_groups=range(8))
+    try:
+        op, sink = make_op(2, 0, 100, fn=tag, state=RocksJoinState(backend, "join:j", 2))
+        op.process([0, "o1", "k"], 10, 0)
+        op.process([1, "p1", "k"], 20, 1)
+        op.process([1, "p2", "k"], 30, 1)
+        assert [v for v, _, _ in sink.out] == [["o1", "p1", 4], ["o1", "p2", 4]]
+        op.state.set_current_key("k")
+        assert op.state.buckets(0) == [(10, [[0, "o1", "k"]])]
+    finally:
+        backend.close()
+
+
 def test_rocksdb_join_buckets_are_a_time_range_in_order(tmp_path: Path) -> None:
     backend = KeyedStateBackend.open(tmp_path, max_parallelism=8, key_groups=range(8))
-    state = RocksJoinState(backend, "join:j")
+    state = RocksJoinState(backend, "join:j", 2)
     state.set_current_key("k")
     for ts in (5, -3, 100, 9, 10, -(2**40)):
         state.add(1, ts, {"ts": ts})
@@ -280,10 +320,10 @@ def test_rocksdb_restore_rebuilds_the_index_from_one_scan(
     with tempfile.TemporaryDirectory() as tmp:
         backend = KeyedStateBackend.open(Path(tmp), max_parallelism=8, key_groups=range(8))
         try:
-            first, sink1 = make_op(n, lower, upper, state=RocksJoinState(backend, "join:j"))
+            first, sink1 = make_op(n, lower, upper, state=RocksJoinState(backend, "join:j", n))
             run(first, sink1, events[:cut])
             saved = orjson.loads(orjson.dumps(first.snapshot_state()))
-            second, sink2 = make_op(n, lower, upper, state=RocksJoinState(backend, "join:j"))
+            second, sink2 = make_op(n, lower, upper, state=RocksJoinState(backend, "join:j", n))
             second.restore_state(saved)
             assert second.metrics.state_size == first.metrics.state_size
             assert sorted(second._due.values()) == sorted(first._due.values())
@@ -295,7 +335,7 @@ def test_rocksdb_restore_rebuilds_the_index_from_one_scan(
 
 def test_rocksdb_join_entries_scan_every_key(tmp_path: Path) -> None:
     backend = KeyedStateBackend.open(tmp_path, max_parallelism=8, key_groups=range(8))
-    state = RocksJoinState(backend, "join:j")
+    state = RocksJoinState(backend, "join:j", 3)
     for key, i, ts in (("a", 0, 5), ("b", 1, -2), ("a", 1, 7), ("a", 0, 3), ("c", 2, 0)):
         state.set_current_key(key)
         state.add(i, ts, f"{key}{i}{ts}")
