@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {info.get('cpu')}, {info.get('cores')} cores, Python {info.get('python')}")
     print(f"keyed count, {args.records:,} events, {args.runs} run(s) per mode, modes alternating")
     rates: dict[str, list[float]] = {"lossy": [], "lossless": []}
-    with broker_or_local(args.bootstrap_servers) as bootstrap:
+    with broker_or_local(args.bootstrap_servers, profile="throughput") as bootstrap:
         for run in range(args.runs):
             for mode in rates:
                 rate = one_run(bootstrap, mode, args.records)

@@ -322,7 +322,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
           f"{args.duration:g} s per run, kill join#{args.victim} at {args.kill_at:g} s, "
           f"{args.runs} run(s) per strategy")  # fmt: skip
     results: dict[str, list[dict[str, Any]]] = {}
-    with LocalKafka(quiet=True) as kafka:
+    with LocalKafka(quiet=True, profile="throughput") as kafka:
         for strategy in strategies:
             for run in range(args.runs):
                 print(f"  {strategy} run {run + 1}/{args.runs} ...", flush=True)

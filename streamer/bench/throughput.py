@@ -221,7 +221,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
         f"window {args.window:g} s")  # fmt: skip
     started = time.monotonic()
     bootstrap = args.bootstrap_servers or os.environ.get("STREAMER_KAFKA_BOOTSTRAP")
-    with broker_or_local(bootstrap) as servers:
+    with broker_or_local(bootstrap, profile="throughput") as servers:
         data = run_parts(servers, args, repo)
     summary = summarize(data)
     report.print_summary(summary)

@@ -26,6 +26,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     start.add_argument("--data-dir", help="data directory (default: under $STREAMER_HOME/run)")
     start.add_argument("--keep-data", action="store_true", help="keep the data on stop")
     start.add_argument("--timeout", type=float, default=90.0, help="start timeout in seconds")
+    start.add_argument("--profile", choices=("test", "throughput"), default="test",
+                       help="JVM settings: test (C1 only, quick to start; the default) or "
+                            "throughput (full JIT, for benchmarks)")  # fmt: skip
     start.add_argument("--sasl-ssl", action="store_true",
                        help="also a SASL_SSL listener (SCRAM-SHA-512, a test CA); prints the "
                             "client settings file for --kafka-config")  # fmt: skip
@@ -55,6 +58,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         die_with_parent=False,
         sasl_ssl=args.sasl_ssl,
         sasl_ssl_port=args.sasl_ssl_port,
+        profile=args.profile,
     )
     started = time.monotonic()
     bootstrap = broker.start()

@@ -17,13 +17,19 @@ from tests.cli import streamer
 pytestmark = pytest.mark.kafka
 
 
+def _jvm_args(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+
+
 def test_cli_start_status_stop(home: Path) -> None:
-    started = streamer("kafka", "start")
+    started = streamer("kafka", "start", "--profile", "throughput")
     assert started.returncode == 0, started.stderr
     assert "bootstrap servers: 127.0.0.1:" in started.stdout
     info = read_state()
     assert info is not None and pid_alive(info.pid)
     assert Path(info.data_dir).is_dir()
+    args = _jvm_args(info.pid)  # the throughput profile: the full JIT
+    assert "-XX:+UseSerialGC" in args and "-XX:TieredStopAtLevel=1" not in args
 
     again = streamer("kafka", "start")
     assert again.returncode == 2
@@ -45,6 +51,7 @@ def test_cli_start_status_stop(home: Path) -> None:
 def test_context_manager_keeps_data_when_asked(home: Path) -> None:
     with LocalKafka(keep_data=True, quiet=True) as broker:
         pid = broker.proc.pid if broker.proc else -1
+        assert "-XX:TieredStopAtLevel=1" in _jvm_args(pid)  # the test profile, the default
         data = broker.data_dir
         host, port = broker.bootstrap_servers.split(":")
         assert host == "127.0.0.1"
@@ -85,6 +92,11 @@ def test_restart_on_the_same_port_right_after_stop(home: Path) -> None:
     assert again.returncode == 0, again.stderr
     assert f"bootstrap servers: 127.0.0.1:{port}" in again.stdout
     assert streamer("kafka", "stop").returncode == 0
+
+
+def test_an_unknown_profile_is_one_clear_error() -> None:
+    with pytest.raises(LocalKafkaError, match="unknown broker profile 'fast': use one of"):
+        LocalKafka(profile="fast")
 
 
 def test_no_java(home: Path) -> None:
