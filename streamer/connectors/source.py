@@ -156,8 +156,14 @@ class KafkaSource:
             self.bootstrap_servers,
             # fetch.queue.backoff.ms: librdkafka's default (1 s) pauses a partition's
             # fetching whenever its prefetch queue is full, which capped one consumer
-            # at a third of a core (issue 14)
+            # at a third of a core (issue 14). fetch.min.bytes: with librdkafka's 1 byte
+            # every record that arrives answers a fetch, so at moderate rates each
+            # record cost a fetch request in the broker and a wake-up here; with 64 KB
+            # a fetch waits up to fetch.wait.max.ms to fill. Measured on the order join
+            # at 500 orders/s: broker and sources used a third less CPU, and p99 went
+            # from 267 to 81 ms (50 ms: the largest sustained rate went up 4x).
             {
+                "fetch.min.bytes": 65536,
                 "fetch.wait.max.ms": 50,
                 "fetch.queue.backoff.ms": 10,
                 **(self._consumer_config or {}),
