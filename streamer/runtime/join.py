@@ -72,7 +72,7 @@ over those held by (a3) of the largest such anchor ``t0`` (records held by (b)
 are revisited when their anchors expire). On a watermark it visits the keys
 due (``time <= wm``), applies the rule to all their records and re-arms them.
 The index lives in memory, one entry per key (``_due``) plus a heap, and is
-rebuilt from `JoinState.keys` on restore.
+rebuilt from one `JoinState.entries` scan on restore.
 """
 
 from __future__ import annotations
@@ -195,11 +195,16 @@ class DictJoinState:
     def add(self, input_index: int, ts: int, record: Any) -> None:
         self.append(input_index, ts, record)
 
-    def append(self, input_index: int, ts: int, record: Any) -> list[Any]:
-        """`add`, returning the bucket (this state's own list)."""
+    def _current(self) -> list[dict[int, list[Any]]]:
+        """The current key's buckets per input, created empty if it has none."""
         cur = self._cur
         if cur is None:
             cur = self._cur = self._data[self._key] = [{} for _ in range(self.n_inputs)]
+        return cur
+
+    def append(self, input_index: int, ts: int, record: Any) -> list[Any]:
+        """`add`, returning the bucket (this state's own list)."""
+        cur = self._current()
         bucket = cur[input_index].get(ts)
         if bucket is None:
             bucket = cur[input_index][ts] = [record]
@@ -209,10 +214,7 @@ class DictJoinState:
 
     def add_bucket(self, input_index: int, ts: int, records: list[Any]) -> None:
         """Set the current key's bucket ``(input_index, ts)`` to ``records``."""
-        cur = self._cur
-        if cur is None:
-            cur = self._cur = self._data[self._key] = [{} for _ in range(self.n_inputs)]
-        cur[input_index][ts] = records
+        self._current()[input_index][ts] = records
 
     def buckets(
         self, input_index: int, lo: int | None = None, hi: int | None = None
@@ -296,12 +298,9 @@ class DictJoinState:
 
 
 def _copy(records: list[Any]) -> list[Any]:
-    """A deep copy of JSON-able records (the state's are JSON-able: RocksDB keeps them
-    as JSON); anything else is passed as it is."""
-    try:
-        return orjson.loads(orjson.dumps(records))  # type: ignore[no-any-return]
-    except orjson.JSONEncodeError:
-        return records
+    """A deep copy of records a state stored as JSON (`RocksJoinState` refuses
+    anything else when it writes them)."""
+    return orjson.loads(orjson.dumps(records))  # type: ignore[no-any-return]
 
 
 def _hashable(value: Any) -> Any:
@@ -510,10 +509,9 @@ class IntervalJoinOperator(ChainedOperator):
         self._heap = [(t, next(self._seq), k) for k, t in self._due.items()]
         heapq.heapify(self._heap)
 
-    def _expire_key(self, key: Any, wm: int, state: JoinState | _Mirrored | None = None) -> None:
-        """Apply the expiry rule to every record of ``key`` and re-arm its timer
-        (``state``: where to read and remove, default the operator's state)."""
-        state = self.state if state is None else state
+    def _expire_key(self, key: Any, wm: int) -> None:
+        """Apply the expiry rule to every record of ``key`` and re-arm its timer."""
+        state = self.state
         state.set_current_key(key)
         lo, hi = self.lower_ms, self.upper_ms
         dropped = 0
@@ -607,39 +605,16 @@ class IntervalJoinOperator(ChainedOperator):
         self.rebuild_index()
 
     def rebuild_index(self) -> None:
-        """Recompute ``state_size`` and the expiry index from one scan of the state.
-
-        Also applies the expiry rule at the current watermark to every key (it
-        reads an in-memory copy of the scan and removes from both).
-        """
+        """Recompute ``state_size`` and the expiry index from one scan of the state
+        (`JoinState.entries`), and apply the expiry rule at the current watermark to
+        every key. The state's reads are in memory (`RocksJoinState` reloads its
+        mirror from that scan), so visiting each key costs no further scan."""
         self._due = {}
         self._heap = []
-        loaded = DictJoinState(self.n_inputs)
-        loaded.load(self.state.entries())
-        self.metrics.state_size = len(loaded)
-        both = _Mirrored(loaded, self.state)
-        for key in list(loaded.keys()):
-            self._expire_key(key, self._watermark, both)
-
-
-class _Mirrored:
-    """Reads from an in-memory copy of a `JoinState`; removes from both (restore only)."""
-
-    def __init__(self, copy: DictJoinState, state: JoinState) -> None:
-        self.copy, self.state = copy, state
-
-    def set_current_key(self, key: Any) -> None:
-        self.copy.set_current_key(key)
-        self.state.set_current_key(key)
-
-    def buckets(
-        self, input_index: int, lo: int | None = None, hi: int | None = None
-    ) -> Iterable[tuple[int, list[Any]]]:
-        return self.copy.buckets(input_index, lo, hi)
-
-    def remove(self, input_index: int, ts: int) -> None:
-        self.copy.remove(input_index, ts)
-        self.state.remove(input_index, ts)
+        rows = list(self.state.entries())
+        self.metrics.state_size = sum(len(records) for *_, records in rows)
+        for key in dict.fromkeys(key for key, *_ in rows):
+            self._expire_key(key, self._watermark)
 
 
 def _merge(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -177,7 +177,7 @@ class SourceRunner:
                     await self._checkpoint(int(entry[1]), snapshotter)
                     continue
                 if entry[0] == "w":  # a watermark was sent here
-                    self._send_watermark(int(entry[1]), watermarks)
+                    self._replay_watermark(int(entry[1]), watermarks)
                     continue
                 batch = await self._replayed(entry[1], batch_size)
                 live = False
@@ -253,20 +253,18 @@ class SourceRunner:
         if wm is None:
             return
         self._wm_due = now + self._wm_interval
-        if self._broadcast is not None:
-            self._broadcast({DET: ["w", wm]})
-        self._send(wm, watermarks)
+        self._send_watermark(wm, watermarks)
 
-    def _send_watermark(self, wm: int, watermarks: WatermarkOutput) -> None:
-        """Replay a logged watermark (its determinant goes out again, as it did)."""
+    def _replay_watermark(self, wm: int, watermarks: WatermarkOutput) -> None:
+        """Send a logged watermark again, at the point the log says."""
         if self.marks is not None:
             self.marks.replayed(wm)
+        self._send_watermark(wm, watermarks)
+
+    def _send_watermark(self, wm: int, watermarks: WatermarkOutput) -> None:
+        """Its determinant (with a causal log), then the watermark or idle marker."""
         if self._broadcast is not None:
             self._broadcast({DET: ["w", wm]})
-        self._send(wm, watermarks)
-
-    @staticmethod
-    def _send(wm: int, watermarks: WatermarkOutput) -> None:
         if wm == IDLE_WATERMARK:
             watermarks.send_idle()
         else:

@@ -67,6 +67,15 @@ class FakeLink:
         return [m.seq for m in self.messages if isinstance(m, Buffer | Event)]
 
 
+def connected(n: int) -> tuple[ResultPartition, list[FakeLink]]:
+    """A partition of ``n`` subpartitions (no flush timer), each requested by a link."""
+    part = ResultPartition("p", n, buffer_timeout=None)
+    links = [FakeLink() for _ in range(n)]
+    for sp, link in zip(part.subpartitions, links, strict=True):
+        sp.on_partition_request(link, 0, 10)
+    return part, links
+
+
 # -- key groups ---------------------------------------------------------------------------
 
 
@@ -161,10 +170,7 @@ def test_round_robin_position_can_be_saved_and_restored() -> None:
 
 def test_broadcast_record_goes_to_every_subpartition_whatever_the_partitioner() -> None:
     async def main() -> None:
-        part = ResultPartition("p", 3, buffer_timeout=None)
-        links = [FakeLink() for _ in range(3)]
-        for sp, link in zip(part.subpartitions, links, strict=True):
-            sp.on_partition_request(link, 0, 10)
+        part, links = connected(3)
         writer = RecordWriter(part, "hash", max_parallelism=6)
         writer.emit({"k": 0}, key_group=0)
         assert writer.broadcast_record({"det": 1}) is None
@@ -177,10 +183,7 @@ def test_broadcast_record_goes_to_every_subpartition_whatever_the_partitioner() 
 
 def test_a_lazy_broadcast_goes_to_a_subpartition_right_before_its_next_record_or_event() -> None:
     async def main() -> None:
-        part = ResultPartition("p", 3, buffer_timeout=None)
-        links = [FakeLink() for _ in range(3)]
-        for sp, link in zip(part.subpartitions, links, strict=True):
-            sp.on_partition_request(link, 0, 10)
+        part, links = connected(3)
         writer = RecordWriter(part, "hash", max_parallelism=6)  # key group k -> k // 2
         writer.broadcast_lazily({"det": 1})
         writer.emit({"k": 0}, key_group=0)
@@ -205,10 +208,7 @@ def test_a_lazy_broadcast_goes_to_a_subpartition_right_before_its_next_record_or
 
 def test_lazy_broadcasts_past_the_bound_go_to_every_subpartition() -> None:
     async def main() -> None:
-        part = ResultPartition("p", 2, buffer_timeout=None)
-        links = [FakeLink() for _ in range(2)]
-        for sp, link in zip(part.subpartitions, links, strict=True):
-            sp.on_partition_request(link, 0, 10)
+        part, links = connected(2)
         writer = RecordWriter(part, "hash", max_parallelism=2)
         for i in range(MAX_LAZY):
             writer.broadcast_lazily({"det": i})
@@ -222,10 +222,7 @@ def test_lazy_broadcasts_past_the_bound_go_to_every_subpartition() -> None:
 
 def test_broadcast_serializes_once_and_drops_for_unavailable() -> None:
     async def main() -> None:
-        part = ResultPartition("p", 3, buffer_timeout=None)
-        links = [FakeLink() for _ in range(3)]
-        for sp, link in zip(part.subpartitions, links, strict=True):
-            sp.on_partition_request(link, 0, 10)
+        part, links = connected(3)
         writer = RecordWriter(part, "broadcast")
         writer.emit({"a": 1})
         part.mark_consumer_failed(2)

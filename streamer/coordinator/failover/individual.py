@@ -13,8 +13,8 @@
 Lossless (DESIGN.md §9): before step 2, ``collect_determinants`` asks the
 consumers what they took from the failed task since the restored checkpoint
 and returns the longest determinant log (every consumer holds a prefix of the
-same log; all of them must answer); in step 3 the consumers are told to drop what the new attempt
-re-emits of it (``dedup_from``).
+same log; all of them must answer); in step 3 the consumers are told to drop
+what the new attempt re-emits of it (``dedup_from``).
 
 Threading: the coordinator's loop only.
 """
