@@ -1,4 +1,5 @@
-"""Spanning record serialization: round trips across buffer boundaries, dropping partials."""
+"""Spanning record serialization: round trips across buffer boundaries, batches, dropping
+partials."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from netlayer.serialization import (
+    BATCH_OVERHEAD,
     RecordDeserializer,
     RecordTooLarge,
     SpanningRecordSerializer,
@@ -55,18 +57,56 @@ def test_round_trip(recs: list[Any], buffer_size: int, header: int) -> None:
         got += deser.feed(bytes(data))
     assert got == recs
     assert not deser.has_partial
-    # Every buffer but the last is full: records span, they do not leave holes.
-    assert all(len(b) - header == buffer_size for b, _ in buffers[:-1])
     # Each record is counted once, in the buffer where it ends.
     assert sum(n for _, n in buffers) == len(recs)
+    # A buffer is finished short of full only when the next record did not fit in it.
+    sizes = [len(orjson.dumps(r)) for r in recs]
+    ended = 0
+    for buf, n in buffers[:-1]:
+        ended += n
+        room = buffer_size - (len(buf) - header)
+        if room:
+            assert sizes[ended] + BATCH_OVERHEAD > room
+
+
+def entry_ends(stream: bytes) -> set[int]:
+    """Where each entry (a record or a batch) of a serialized stream ends."""
+    ends, pos = set(), 0
+    while pos < len(stream):
+        pos += 4 + (int.from_bytes(stream[pos : pos + 4], "big") & 0x7FFFFFFF)
+        ends.add(pos)
+    return ends
+
+
+def test_records_that_fit_travel_as_one_batch() -> None:
+    ser = SpanningRecordSerializer(64)
+    assert ser.serialize({"a": 1}) is None
+    assert ser.serialize([2, None]) is None
+    assert ser.records == 2 and ser.pending_bytes == 7 + 1 + 8 + 1
+    buf, n = ser.flush() or (bytearray(), 0)
+    assert n == 2
+    assert bytes(buf) == (0x80000000 | 18).to_bytes(4, "big") + b'[{"a":1},[2,null]]'
+    assert RecordDeserializer().feed(bytes(buf)) == [{"a": 1}, [2, None]]
+    ser.serialize("alone")
+    assert ser.flush() == (bytearray(length_prefix(7) + b'"alone"'), 1)  # a batch of one: plain
+
+
+def test_a_record_is_encoded_when_added() -> None:
+    ser = SpanningRecordSerializer(64)
+    record = {"n": 1}
+    ser.serialize(record)
+    record["n"] = 2  # changed after the emit: what was sent stays
+    buf, _ = ser.flush() or (bytearray(), 0)
+    assert RecordDeserializer().feed(bytes(buf)) == [{"n": 1}]
 
 
 def test_record_of_zero_payload_bytes_and_exact_fit() -> None:
     ser = SpanningRecordSerializer(8)
-    assert ser.add(b"") is None  # 4 bytes
-    assert ser.add(b"") is None  # 8 bytes: exactly full
-    full = ser.add(b"1234")
-    assert full == [(bytearray(b"\0\0\0\0\0\0\0\0"), 2)]
+    assert ser.add(b"") is None  # a batch: prefix, "[", "]" = 6 bytes
+    assert ser.add(b"") is None  # 7 bytes with its separator
+    full = ser.add(b"1234")  # does not fit: the batch is written and its buffer finished
+    assert full == [(bytearray(b"\x80\0\0\x03[,]"), 2)]
+    assert ser.flush() == (bytearray(b"\0\0\0\x041234"), 1)  # 8 bytes: an exact fit
     deser = RecordDeserializer()
     assert deser.feed(b"\0\0\0\x02[]\0\0\0\x01") == [[]]
     assert deser.has_partial and deser.partial_bytes == 4  # a length prefix, body pending
@@ -106,12 +146,8 @@ def test_dropped_partial_never_leaks_into_the_next_record(
     for i in range(0, cut, BUFFER):
         delivered += deser.feed(old[i : min(cut, i + BUFFER)])
     assert delivered == first[: len(delivered)]  # only complete records, in order
-    ends = set()
-    pos = 0
-    for r in first:
-        pos += 4 + len(orjson.dumps(r))
-        ends.add(pos)
-    assert deser.clear() == (cut not in ends)  # a partial record exactly when cut mid-record
+    # a partial entry exactly when cut mid-entry
+    assert deser.clear() == (cut not in entry_ends(old))
     got: list[Any] = []
     for buf, _ in serialize_all(second):
         got += deser.feed(bytes(buf))
@@ -144,7 +180,7 @@ def test_serializer_accounting_helpers() -> None:
     ser = SpanningRecordSerializer(100, header_size=25)
     assert ser.is_empty and ser.pending_bytes == 0
     ser.add(orjson.dumps({"a": 1}))
-    assert not ser.is_empty and ser.pending_bytes == 4 + 7
+    assert not ser.is_empty and ser.pending_bytes == 7 + 1  # batched: bytes and a separator
     assert ser.reset() == 1
     assert ser.is_empty
     assert ser.flush() is None
