@@ -125,8 +125,7 @@ def build_task_chain(
             op.restore_state(saved)  # None: rebuild in-memory indexes from the state
     if operators:
         return TaskChain(operators, operators[0].process, backend)
-    collect = first.collect
-    return TaskChain(operators, lambda value, ts, _input: collect(value, ts), backend)
+    return TaskChain(operators, first.collect, backend)  # no operator: the tail is the head
 
 
 def needs_keyed_state(vertex: JobVertex) -> bool:

@@ -103,7 +103,7 @@ class ExchangeOutput(SinkOutput):
         self.records = 0
         """Data records written (control records not counted)."""
 
-    def collect(self, value: Any, ts: int | None) -> None:
+    def collect(self, value: Any, ts: int | None, _input: int = 0) -> None:
         self.records += 1
         record = [ts, value]
         partitioner = self.partitioner

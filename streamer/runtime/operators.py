@@ -38,9 +38,10 @@ log = logging.getLogger(__name__)
 
 
 class Output(Protocol):
-    """Where an operator's results go."""
+    """Where an operator's results go. ``_input`` is ignored: it lets a chain tail be the
+    chain's head when the chain has no operator (a source or sink task)."""
 
-    def collect(self, value: Any, ts: int | None) -> None: ...
+    def collect(self, value: Any, ts: int | None, _input: int = 0) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -258,5 +259,5 @@ class ChainOutput:
     def __init__(self, nxt: ChainedOperator) -> None:
         self._process = nxt.process
 
-    def collect(self, value: Any, ts: int | None) -> None:
+    def collect(self, value: Any, ts: int | None, _input: int = 0) -> None:
         self._process(value, ts, 0)

@@ -169,7 +169,7 @@ class WriterOutput:
         self._emit = writers[0][0].emit if len(writers) == 1 else None
         self._key_fn = writers[0][1] if len(writers) == 1 else None
 
-    def collect(self, value: Any, ts: int | None) -> None:
+    def collect(self, value: Any, ts: int | None, _input: int = 0) -> None:
         self.records += 1
         emit = self._emit
         if emit is not None:
@@ -220,7 +220,7 @@ class SinkOutput:
         self._open: list[list[Any]] = []  # written since the last barrier
         self._sealed: list[tuple[int, list[list[Any]]]] = []  # per barrier, not yet committed
 
-    def collect(self, value: Any, ts: int | None) -> None:
+    def collect(self, value: Any, ts: int | None, _input: int = 0) -> None:
         # Kafka records get the produce time, not the event time: an old event time
         # would make the broker roll and delete segments by retention (as in Flink,
         # where writing event time as the record timestamp is opt-in)

@@ -29,6 +29,22 @@ from streamer.state.errors import KeyGroupOutOfRangeError, StateError
 __all__ = ["KeyedAccess"]
 
 
+def _locate(
+    key: Any, key_group: int | None, max_parallelism: int, key_groups: range
+) -> tuple[int, bytes, bytes]:
+    """``key``'s key group, that group's 2 bytes and the key's data key part (length
+    and bytes); `KeyGroupOutOfRangeError` when the group is not in ``key_groups``."""
+    key_bytes = key_to_bytes(key)
+    kg = key_group_for_key(key_bytes, max_parallelism) if key_group is None else key_group
+    if not key_groups.start <= kg < key_groups.stop:
+        raise KeyGroupOutOfRangeError(
+            f"key {key!r} is in key group {kg}, outside this task's key groups "
+            f"[{key_groups.start}, {key_groups.stop}) (max_parallelism={max_parallelism}): "
+            "the record was routed to the wrong subtask"
+        )
+    return kg, kg.to_bytes(2, "big"), len(key_bytes).to_bytes(4, "big") + key_bytes
+
+
 class KeyedAccess:
     """Current key, key prefixes, value decoding with TTL, and range scans of one backend.
 
@@ -58,6 +74,7 @@ class KeyedAccess:
     """
 
     CACHE_ENTRIES = 50_000
+    RECENT_KEYS = 10_000
 
     def __init__(
         self, db: rocksdict.Rdict, max_parallelism: int, key_groups: range, clock: Clock
@@ -71,6 +88,7 @@ class KeyedAccess:
         self.current_key_group = -1
         self._kg_bytes = b""
         self._key_part: bytes | None = None
+        self._recent: dict[str, tuple[int, bytes, bytes]] = {}  # key -> group, its 2 bytes, part
         self._scans: weakref.WeakSet[Generator[Any, None, None]] = weakref.WeakSet()
         self._cache: dict[bytes, bytes | None] = {}  # raw entries; None: absent/deleted
         self._dirty: set[bytes] = set()  # cached entries not written to RocksDB yet
@@ -137,22 +155,20 @@ class KeyedAccess:
     # ------------------------------------------------------------------ current key
 
     def set_current_key(self, key: Any, key_group: int | None = None) -> None:
-        """See `KeyedStateBackend.set_current_key`."""
+        """See `KeyedStateBackend.set_current_key`. A ``str`` key seen lately costs a
+        dict lookup (its key group and encoding are remembered, `RECENT_KEYS` of them)."""
         if self._closed:
             raise StateError("the state backend is closed")
-        key_bytes = key_to_bytes(key)
-        kg = key_group_for_key(key_bytes, self._max_parallelism) if key_group is None else key_group
-        kgs = self._key_groups
-        if not kgs.start <= kg < kgs.stop:
-            raise KeyGroupOutOfRangeError(
-                f"key {key!r} is in key group {kg}, outside this task's key groups "
-                f"[{kgs.start}, {kgs.stop}) (max_parallelism={self._max_parallelism}): "
-                "the record was routed to the wrong subtask"
-            )
+        plain = key.__class__ is str and key_group is None
+        known = self._recent.get(key) if plain else None
+        if known is None:
+            known = _locate(key, key_group, self._max_parallelism, self._key_groups)
+            if plain:
+                if len(self._recent) >= self.RECENT_KEYS:
+                    self._recent.clear()
+                self._recent[key] = known
         self.current_key = key
-        self.current_key_group = kg
-        self._kg_bytes = kg.to_bytes(2, "big")
-        self._key_part = len(key_bytes).to_bytes(4, "big") + key_bytes
+        self.current_key_group, self._kg_bytes, self._key_part = known
 
     def prefix(self, sid: bytes) -> bytes:
         """The data key prefix of state ``sid`` (2 bytes) for the current key."""

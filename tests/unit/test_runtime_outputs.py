@@ -12,11 +12,12 @@ from streamer.runtime.outputs import WriterOutput
 
 
 def _received(partition: ResultPartition) -> list[list[Any]]:
-    """Per subpartition, the records in its (unflushed) current buffer."""
+    """Per subpartition, the records its serializer holds (not yet flushed)."""
     out = []
     for sp in partition.subpartitions:
-        ser = sp.serializer
-        out.append(RecordDeserializer().feed(bytes(ser.current[ser.header_size :])))
+        finished = sp.serializer.flush()
+        data = b"" if finished is None else bytes(finished[0][sp.serializer.header_size :])
+        out.append(RecordDeserializer().feed(data))
     return out
 
 
