@@ -158,10 +158,12 @@ class KeyedValues:
         return handle
 
     def get(self, name: str, default: Any = None) -> Any:
-        return self._handle(name).value(default)
+        handle = self._handles.get(name) or self._handle(name)
+        return handle.value(default)
 
     def set(self, name: str, value: Any) -> None:
-        self._handle(name).update(value)
+        handle = self._handles.get(name) or self._handle(name)
+        handle.update(value)
 
     def delete(self, name: str) -> None:
         self._handle(name).clear()

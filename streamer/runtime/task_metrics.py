@@ -89,6 +89,7 @@ def collect(m: MetricSources) -> dict[str, Any]:
             pid: {
                 "records_out": sum(sp.metrics.records_out for sp in p.subpartitions),
                 "bytes_out": sum(sp.metrics.bytes_out for sp in p.subpartitions),
+                "buffers_out": sum(sp.metrics.buffers_out for sp in p.subpartitions),
                 "queued": sum(len(sp.queue) for sp in p.subpartitions),
                 "dropped": [sp.metrics.records_dropped for sp in p.subpartitions],
                 "lost": [sp.metrics.records_lost for sp in p.subpartitions],

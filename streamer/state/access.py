@@ -7,7 +7,7 @@ Internal to `streamer.state`; the byte layout is described in
 from __future__ import annotations
 
 import weakref
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import orjson
@@ -24,6 +24,7 @@ from streamer.state._layout import (
     StateKind,
     successor,
 )
+from streamer.state.entry_cache import EntryCache
 from streamer.state.errors import KeyGroupOutOfRangeError, StateError
 
 __all__ = ["KeyedAccess"]
@@ -59,22 +60,24 @@ class KeyedAccess:
     current key raises `StateError`. The backend calls `close` before it
     closes the database.
 
-    Write-back cache: point reads and writes (`get`, `put`, `delete`) go through a
-    dict of raw entries (at most `CACHE_ENTRIES`); writes reach RocksDB in one
-    ``WriteBatch`` at `flush`, which runs before every scan, before a snapshot and
-    at close, and when the cache is full. So a scan, a snapshot and the database
-    always see every write made before them, several writes between two flushes
-    land atomically, and a hot key costs a dict lookup instead of two RocksDB
-    calls (issue 14: a count task spent a quarter of its time in them). Entries
-    are cached as raw bytes with their TTL header, so expiry works as before, and
-    a value a handle returns is always a fresh object.
+    Point reads and writes (`get`, `put`, `delete`, and `cache`'s plain values) go
+    through the write-back `EntryCache`; `flush` writes it to RocksDB, and runs before
+    every scan (so a scan sees every write made before it).
 
     Threading: the owning task's thread only. Iterators read a consistent view
     (a RocksDB iterator pins the data it started on).
     """
 
-    CACHE_ENTRIES = 50_000
     RECENT_KEYS = 10_000
+
+    get: Callable[[bytes], bytes | None]
+    """The raw entry at a data key, None when absent (`EntryCache.get`)."""
+    put: Callable[[bytes, bytes], None]
+    """Set the raw entry at a data key (`EntryCache.put`)."""
+    delete: Callable[[bytes], None]
+    """Remove the entry at a data key (`EntryCache.delete`)."""
+    flush: Callable[[], None]
+    """Write every cached change to RocksDB in one batch (`EntryCache.flush`)."""
 
     def __init__(
         self, db: rocksdict.Rdict, max_parallelism: int, key_groups: range, clock: Clock
@@ -90,8 +93,9 @@ class KeyedAccess:
         self._key_part: bytes | None = None
         self._recent: dict[str, tuple[int, bytes, bytes]] = {}  # key -> group, its 2 bytes, part
         self._scans: weakref.WeakSet[Generator[Any, None, None]] = weakref.WeakSet()
-        self._cache: dict[bytes, bytes | None] = {}  # raw entries; None: absent/deleted
-        self._dirty: set[bytes] = set()  # cached entries not written to RocksDB yet
+        self.cache = EntryCache(db)
+        self.get, self.put, self.delete = self.cache.get, self.cache.put, self.cache.delete
+        self.flush = self.cache.flush
 
     def close(self) -> None:
         """Write what the cache holds, close every unfinished iterator and refuse
@@ -102,55 +106,6 @@ class KeyedAccess:
         self._closed = True
         for scan in list(self._scans):
             scan.close()
-
-    # ------------------------------------------------------------------ entries
-
-    def get(self, key: bytes) -> bytes | None:
-        """The raw entry at ``key`` (None: absent), from the cache when it holds it."""
-        cache = self._cache
-        if key in cache:
-            return cache[key]
-        raw: bytes | None = self.db.get(key)
-        if len(cache) >= self.CACHE_ENTRIES:
-            self._evict()
-        cache[key] = raw
-        return raw
-
-    def put(self, key: bytes, raw: bytes) -> None:
-        """Set the raw entry at ``key`` (written to RocksDB at the next `flush`)."""
-        cache = self._cache
-        if len(cache) >= self.CACHE_ENTRIES and key not in cache:
-            self._evict()
-        cache[key] = raw
-        self._dirty.add(key)
-
-    def delete(self, key: bytes) -> None:
-        """Remove the entry at ``key`` (from RocksDB at the next `flush`)."""
-        cache = self._cache
-        if len(cache) >= self.CACHE_ENTRIES and key not in cache:
-            self._evict()
-        cache[key] = None
-        self._dirty.add(key)
-
-    def flush(self) -> None:
-        """Write every cached change to RocksDB in one batch (the cache stays warm)."""
-        dirty = self._dirty
-        if not dirty:
-            return
-        batch = rocksdict.WriteBatch(raw_mode=True)
-        cache = self._cache
-        for key in dirty:
-            raw = cache[key]
-            if raw is None:
-                batch.delete(key)
-            else:
-                batch.put(key, raw)
-        self.db.write(batch)
-        dirty.clear()
-
-    def _evict(self) -> None:
-        self.flush()
-        self._cache.clear()
 
     # ------------------------------------------------------------------ current key
 
@@ -284,7 +239,7 @@ class KeyedAccess:
         for key, raw in self.scan(kgs.start.to_bytes(2, "big"), kgs.stop.to_bytes(2, "big")):
             if raw[0] == EXPIRING and int.from_bytes(raw[1:9], "big") <= now:
                 batch.delete(key)
-                self._cache.pop(key, None)  # (clean: the scan flushed everything)
+                self.cache.forget(key)  # (clean: the scan flushed everything)
                 removed += 1
                 if len(batch) >= BATCH:
                     self.db.write(batch)

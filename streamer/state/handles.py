@@ -15,6 +15,7 @@ import orjson
 import rocksdict
 
 from streamer.state._layout import ABSENT, check_ttl, encode_value, successor
+from streamer.state.entry_cache import MISSING, EntryCache, is_plain
 
 
 class StateAccess(Protocol):
@@ -27,6 +28,7 @@ class StateAccess(Protocol):
 
     db: rocksdict.Rdict
     clock: Callable[[], int]
+    cache: EntryCache
 
     def prefix(self, sid: bytes) -> bytes: ...
 
@@ -83,17 +85,25 @@ class ValueState(_StateHandle):
 
     def value(self, default: Any = None) -> Any:
         """The current key's value, or ``default`` when absent or expired."""
-        raw = self._access.get(self._access.prefix(self._sid))
+        access = self._access
+        key = access.prefix(self._sid)
+        if self._ttl_ms is None:
+            value = access.cache.get_value(key)  # a plain value: no decoding
+            if value is not MISSING:
+                return default if value is ABSENT else value
+        raw = access.get(key)
         if raw is None:
             return default
-        value = self._access.decode(raw)
+        value = access.decode(raw)
         return default if value is ABSENT else value
 
     def update(self, value: Any) -> None:
         """Set the current key's value (restarting its TTL)."""
-        self._access.put(
-            self._access.prefix(self._sid), encode_value(value, self._access.expiry(self._ttl_ms))
-        )
+        access = self._access
+        if self._ttl_ms is None and is_plain(value):
+            access.cache.put_value(access.prefix(self._sid), value)  # encoded at the flush
+            return
+        access.put(access.prefix(self._sid), encode_value(value, access.expiry(self._ttl_ms)))
 
     def clear(self) -> None:
         """Remove the current key's value."""

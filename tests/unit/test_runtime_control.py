@@ -180,6 +180,7 @@ def test_metrics_report_records_lost_per_subpartition() -> None:
         metrics = SimpleNamespace(
             records_out=out,
             bytes_out=10 * out,
+            buffers_out=out // 2,
             records_dropped=dropped,
             records_lost=lost,
             records_replayed=0,
@@ -196,6 +197,7 @@ def test_metrics_report_records_lost_per_subpartition() -> None:
     assert out["partitions"]["e@0"] == {
         "records_out": 12,
         "bytes_out": 120,
+        "buffers_out": 5,
         "queued": 1,
         "dropped": [1, 0],
         "lost": [2, 0],
