@@ -52,7 +52,7 @@ TASK_SETTINGS = (
     "bootstrap_servers", "buffer_timeout", "metrics_interval", "log_level",
     "source_batch", "sink_commit_interval", "connect_timeout", "params", "idle_timeout_ms",
     "checkpoint_interval", "individual_recovery", "retention_bytes", "kafka_config",
-    "retention_spill_bytes", "watermark_interval",
+    "retention_spill_bytes", "watermark_interval", "join_mirror_keys",
 )  # fmt: skip
 
 

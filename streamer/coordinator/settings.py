@@ -89,6 +89,7 @@ SETTINGS: dict[str, Check] = {
     "metrics_interval": _number(positive=True),
     "idle_timeout_ms": _integer(optional=True),
     "watermark_interval": _number(),
+    "join_mirror_keys": _integer(minimum=1),
     "sink_commit_interval": _number(positive=True),
     "source_batch": _integer(minimum=1),
     "connect_timeout": _number(positive=True),

@@ -23,7 +23,13 @@ from typing import Any
 from streamer.api import Job
 from streamer.graph import JobEdge, JobVertex, OperatorKind, OperatorSpec, key_group_range
 from streamer.rpc.kinds import STATE_PLAN_KEYS
-from streamer.runtime.join_factory import RuntimeIntervalJoin, attach_late_output, build_join
+from streamer.runtime.join_factory import (
+    MIRROR_KEYS,
+    RocksJoinState,
+    RuntimeIntervalJoin,
+    attach_late_output,
+    build_join,
+)
 from streamer.runtime.operators import (
     ChainedOperator,
     ChainOutput,
@@ -120,6 +126,8 @@ def build_task_chain(
     for op in operators:
         if isinstance(op, RuntimeIntervalJoin):
             attach_late_output(op, ctx.config["bootstrap_servers"], ctx.config.get("kafka_config"))
+            if isinstance(op.state, RocksJoinState):
+                op.state.max_keys = int(ctx.config.get("join_mirror_keys", MIRROR_KEYS))
         saved = restore.get("operators", {}).get(op.spec.uid)
         if saved is not None or restore.get("keyed"):
             op.restore_state(saved)  # None: rebuild in-memory indexes from the state
