@@ -246,7 +246,7 @@ class RecordDeserializer:
             if end > n:
                 break
             if size & _BATCH:
-                out += loads(data[pos + 4 : end])
+                out += _records_of(loads(data[pos + 4 : end]))
             else:
                 append(loads(data[pos + 4 : end]))
             pos = end
@@ -280,7 +280,14 @@ class RecordDeserializer:
             self._partial = None
             value = orjson.loads(memoryview(partial)[4:])
             if partial[0] & 0x80:  # the batch bit
-                out += value
+                out += _records_of(value)
             else:
                 out.append(value)
         return pos
+
+
+def _records_of(batch: Any) -> list[Any]:
+    """The records of a decoded batch entry; ``ValueError`` if it is not a JSON array."""
+    if batch.__class__ is not list:
+        raise ValueError(f"a batch entry holds a JSON {type(batch).__name__}, not an array")
+    return batch

@@ -176,6 +176,18 @@ def test_undecodable_bytes_raise_value_error() -> None:
         RecordDeserializer().feed(length_prefix(3) + b"{{{")
 
 
+@pytest.mark.parametrize("split", [False, True])
+def test_a_batch_entry_that_is_not_an_array_is_refused(split: bool) -> None:
+    entry = (0x80000000 | 8).to_bytes(4, "big") + b'{"a": 1}'  # the batch bit on a dict
+    deser = RecordDeserializer()
+    with pytest.raises(ValueError, match="not an array"):
+        if split:  # completed across two buffers
+            deser.feed(entry[:6])
+            deser.feed(entry[6:])
+        else:
+            deser.feed(entry)
+
+
 def test_serializer_accounting_helpers() -> None:
     ser = SpanningRecordSerializer(100, header_size=25)
     assert ser.is_empty and ser.pending_bytes == 0
