@@ -26,12 +26,12 @@ from typing import Any
 import orjson
 import rocksdict
 
-from streamer.state._layout import ABSENT, PLAIN
+from streamer.state._layout import ABSENT, PLAIN, encode_value
 
 __all__ = ["MISSING", "EntryCache", "is_plain"]
 
 MISSING: Any = object()
-"""`get_value`: the key is not held as a plain value (read its raw entry)."""
+"""`get_value`: the entry has a TTL header (read its raw entry, which may have expired)."""
 
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what orjson encodes
 
@@ -76,9 +76,10 @@ class EntryCache:
         return raw
 
     def get_value(self, key: bytes) -> Any:
-        """The value at ``key`` held or readable as a plain value (`ABSENT` when there is
-        no entry); `MISSING` when the entry is something else (a TTL, a container):
-        read it with `get` then."""
+        """The value at ``key`` without TTL (`ABSENT` when there is no entry), decoded
+        once: a plain value is then held decoded, anything else is returned as a fresh
+        object and not held; `MISSING` when the entry has a TTL header: read it with
+        `get` then."""
         values = self.values
         if key in values:
             return values[key]
@@ -90,7 +91,7 @@ class EntryCache:
         else:
             value = orjson.loads(raw[1:])
             if not is_plain(value):
-                return MISSING
+                return value  # a container: the caller's own copy
         self._raw.pop(key, None)
         values[key] = value
         return value
@@ -147,5 +148,5 @@ class EntryCache:
 
 
 def _encode(value: Any) -> bytes | None:
-    """The raw entry of a plain value (`encode_value` without expiry); None for `ABSENT`."""
-    return None if value is ABSENT else b"\x00" + orjson.dumps(value)
+    """The raw entry of a plain value; None for `ABSENT`."""
+    return None if value is ABSENT else encode_value(value, None)
