@@ -23,13 +23,7 @@ from typing import Any
 from streamer.api import Job
 from streamer.graph import JobEdge, JobVertex, OperatorKind, OperatorSpec, key_group_range
 from streamer.rpc.kinds import STATE_PLAN_KEYS
-from streamer.runtime.join_factory import (
-    MIRROR_KEYS,
-    RocksJoinState,
-    RuntimeIntervalJoin,
-    attach_late_output,
-    build_join,
-)
+from streamer.runtime.join_factory import RuntimeIntervalJoin, build_join, configure_join
 from streamer.runtime.operators import (
     ChainedOperator,
     ChainOutput,
@@ -125,9 +119,7 @@ def build_task_chain(
     operators, first = build_chain(ctx.job, ctx.vertex, tail, ctx.info, backend)
     for op in operators:
         if isinstance(op, RuntimeIntervalJoin):
-            attach_late_output(op, ctx.config["bootstrap_servers"], ctx.config.get("kafka_config"))
-            if isinstance(op.state, RocksJoinState):
-                op.state.max_keys = int(ctx.config.get("join_mirror_keys", MIRROR_KEYS))
+            configure_join(op, ctx.config)
         saved = restore.get("operators", {}).get(op.spec.uid)
         if saved is not None or restore.get("keyed"):
             op.restore_state(saved)  # None: rebuild in-memory indexes from the state

@@ -179,6 +179,14 @@ def build_join(
     return op
 
 
+def configure_join(op: RuntimeIntervalJoin, config: dict[str, Any]) -> None:
+    """Apply the job settings a join task uses: its state mirror's bound
+    (``join_mirror_keys``) and the Kafka clients of its late output."""
+    if isinstance(op.state, RocksJoinState):
+        op.state.max_keys = int(config.get("join_mirror_keys", MIRROR_KEYS))
+    attach_late_output(op, config["bootstrap_servers"], config.get("kafka_config"))
+
+
 def attach_late_output(
     op: RuntimeIntervalJoin, bootstrap_servers: str, kafka_config: dict[str, Any] | None = None
 ) -> None:
