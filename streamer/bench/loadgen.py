@@ -11,7 +11,7 @@ nor from the benchmark's own loop:
 
 - ``feed`` writes ``--count`` records at ``--rate`` per second (paced in 1 ms
   ticks) and stores each record's produce time (``time.time()`` just before
-  ``produce()``; float64 by ``seq``) in ``--times``. Its producer lingers 1 ms.
+  ``produce()``; float64 by ``seq``) in ``--times``. Its producer lingers 5 ms.
 - ``read`` consumes a topic from the beginning (``--isolation`` read_committed or
   read_uncommitted) until ``--count`` records or ``--timeout``, and stores per
   record its ``seq`` (int64), the receive time (``time.time()`` when the client
@@ -49,7 +49,10 @@ import orjson
 
 RECORD_BYTES = 93
 KEYS = 64
-FEED_PRODUCER = {"linger.ms": 1}
+# The load generators produce as a user's producer does: librdkafka's default linger
+# (5 ms). With 1 ms, the broker alone took 0.8 of the 2 cores at 30k records/s (0.35
+# with 5 ms), CPU the job under test then lacked (issue 14, fourth session).
+FEED_PRODUCER = {"linger.ms": 5}
 READER_CONSUMER = {"fetch.wait.max.ms": 10, "fetch.queue.backoff.ms": 10}
 
 
@@ -143,7 +146,7 @@ class OrderFeeder(threading.Thread):
         super().__init__(name="order-generator", daemon=True)
         from confluent_kafka import Producer
 
-        self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2})
+        self.producer = Producer({"bootstrap.servers": bootstrap, **FEED_PRODUCER})
         self.topics = topics
         self.events = events
         self.produced: dict[str, list[dict[str, Any]]] = {t: [] for t in topics}
