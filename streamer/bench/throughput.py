@@ -22,9 +22,9 @@ In one session, against one broker, each part ``--runs`` times, interleaved:
   with ``--window`` s per rate (``streamer.bench.join_search``), then each at half
   its own max.
 
-``latency`` and ``breakdown`` first warm the broker up with one run of the keyed
-count, not counted. The load
-generators produce with librdkafka's default linger (5 ms), as users' producers do.
+``latency`` and ``breakdown`` (whichever runs first) warm the broker up with one run
+of the keyed count, not counted. The load generators produce with librdkafka's
+default linger (5 ms), as users' producers do.
 
 Prints each run as it ends, then medians, the machine and the issue's targets (met
 or not); writes ``--json`` and ``--plot`` (latency against rate, both systems).
@@ -111,7 +111,8 @@ def run_parts(bootstrap: str, args: argparse.Namespace, repo: Path) -> dict[str,
         if "latency" in parts:
             data["latency"] = latency_runs(bootstrap, args, repo, rates, traced=False)
         if "breakdown" in parts:
-            data["breakdown"] = latency_runs(bootstrap, args, repo, rates, traced=True)
+            warm = "latency" not in parts
+            data["breakdown"] = latency_runs(bootstrap, args, repo, rates, True, warm_up=warm)
     if "join" in parts:
         data["join"] = join_runs(bootstrap, args, repo)
     return data
@@ -140,7 +141,13 @@ def latency_rates(
 
 
 def latency_runs(
-    bootstrap: str, args: argparse.Namespace, repo: Path, rates: dict[str, float], traced: bool
+    bootstrap: str,
+    args: argparse.Namespace,
+    repo: Path,
+    rates: dict[str, float],
+    traced: bool,
+    *,
+    warm_up: bool = True,
 ) -> dict[str, list[dict[str, Any]]]:
     from streamer.bench import keyed
 
@@ -148,10 +155,11 @@ def latency_runs(
     out: dict[str, list[dict[str, Any]]] = {d: [] for d in rates}
     # a fresh broker's first minutes at a steady feed are slow (its JIT at work): first
     # runs had p99s 3-10x the next ones'. One run of the job, not counted, warms it up
-    delivery, rate = next(iter(rates.items()))
-    say(f"  warm-up: the keyed count {delivery} at {rate:,.0f}/s for {args.window:g} s "
-        "(not counted) ...")  # fmt: skip
-    keyed.latency(bootstrap, rate, args.window, delivery, repo)
+    if warm_up:
+        delivery, rate = next(iter(rates.items()))
+        say(f"  warm-up: the keyed count {delivery} at {rate:,.0f}/s for {args.window:g} s "
+            "(not counted) ...")  # fmt: skip
+        keyed.latency(bootstrap, rate, args.window, delivery, repo)
     for run in range(args.runs):
         for delivery, rate in rates.items():
             say(f"  run {run + 1} {what} {delivery} at {rate:,.0f}/s for {args.window:g} s ...")
