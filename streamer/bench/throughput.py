@@ -22,8 +22,8 @@ In one session, against one broker, each part ``--runs`` times, interleaved:
   with ``--window`` s per rate (``streamer.bench.join_search``), then each at half
   its own max.
 
-``latency`` and ``breakdown`` (whichever runs first) warm the broker up with one run
-of the keyed count, not counted. The load generators produce with librdkafka's
+Before ``latency`` and ``breakdown``, one run of the keyed count, not counted, warms
+the broker up. The load generators produce with librdkafka's
 default linger (5 ms), as users' producers do.
 
 Prints each run as it ends, then medians, the machine and the issue's targets (met
@@ -108,11 +108,11 @@ def run_parts(bootstrap: str, args: argparse.Namespace, repo: Path) -> dict[str,
                 data["count"] = count_runs
     if parts & {"latency", "breakdown"}:
         rates = latency_rates(args, data.get("count"), deliveries)
+        warm_up(bootstrap, args, repo, rates)
         if "latency" in parts:
             data["latency"] = latency_runs(bootstrap, args, repo, rates, traced=False)
         if "breakdown" in parts:
-            warm = "latency" not in parts
-            data["breakdown"] = latency_runs(bootstrap, args, repo, rates, True, warm_up=warm)
+            data["breakdown"] = latency_runs(bootstrap, args, repo, rates, traced=True)
     if "join" in parts:
         data["join"] = join_runs(bootstrap, args, repo)
     return data
@@ -140,26 +140,25 @@ def latency_rates(
     return out
 
 
+def warm_up(bootstrap: str, args: argparse.Namespace, repo: Path, rates: dict[str, float]) -> None:
+    """One run of the keyed count at the first sink's rate, not counted: a fresh broker's
+    first minutes at a steady feed are slow (its JIT at work; first runs had p99s 3-10x
+    the next ones')."""
+    from streamer.bench import keyed
+
+    delivery, rate = next(iter(rates.items()))
+    say(f"  warm-up: the keyed count {delivery} at {rate:,.0f}/s for {args.window:g} s "
+        "(not counted) ...")  # fmt: skip
+    keyed.latency(bootstrap, rate, args.window, delivery, repo)
+
+
 def latency_runs(
-    bootstrap: str,
-    args: argparse.Namespace,
-    repo: Path,
-    rates: dict[str, float],
-    traced: bool,
-    *,
-    warm_up: bool = True,
+    bootstrap: str, args: argparse.Namespace, repo: Path, rates: dict[str, float], traced: bool
 ) -> dict[str, list[dict[str, Any]]]:
     from streamer.bench import keyed
 
     what = "breakdown" if traced else "latency"
     out: dict[str, list[dict[str, Any]]] = {d: [] for d in rates}
-    # a fresh broker's first minutes at a steady feed are slow (its JIT at work): first
-    # runs had p99s 3-10x the next ones'. One run of the job, not counted, warms it up
-    if warm_up:
-        delivery, rate = next(iter(rates.items()))
-        say(f"  warm-up: the keyed count {delivery} at {rate:,.0f}/s for {args.window:g} s "
-            "(not counted) ...")  # fmt: skip
-        keyed.latency(bootstrap, rate, args.window, delivery, repo)
     for run in range(args.runs):
         for delivery, rate in rates.items():
             say(f"  run {run + 1} {what} {delivery} at {rate:,.0f}/s for {args.window:g} s ...")

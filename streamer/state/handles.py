@@ -88,7 +88,7 @@ class ValueState(_StateHandle):
         access = self._access
         key = access.prefix(self._sid)
         if self._ttl_ms is None:
-            value = access.cache.get_value(key)  # a plain value: no decoding at all
+            value = access.cache.get_value(key)  # held plain, or decoded once here
             if value is not MISSING:
                 return default if value is ABSENT else value
         raw = access.get(key)
